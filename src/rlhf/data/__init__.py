@@ -1,0 +1,1 @@
+"""Preference pairs and prompt sets: load, normalise, validate, tokenise, collate."""
