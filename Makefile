@@ -1,0 +1,41 @@
+# Each target sets up .venv itself: torch first (pinned for these CPU machines; pick another
+# with `make test TORCH=torch==2.5.1` or TORCH_INDEX=...), then the package with its dev extra.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test test-fast demo bench lint clean
+
+$(BIN)/rlhf: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(BIN)/python -m pip install $(PIP_FLAGS) "$(TORCH)"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $(BIN)/rlhf
+
+setup: $(BIN)/rlhf
+
+# Fast unit tests first, then the end-to-end runs on tiny models.
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+
+demo: setup
+	$(BIN)/rlhf train-reward --config configs/reward/tiny.yaml run.output_dir=runs/demo-reward
+
+bench: setup
+	$(BIN)/python benchmarks/reward_throughput.py
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,113 @@
+"""The `rlhf` command line. Each subcommand parses, loads its config and calls one module.
+
+A subcommand's module is imported only when it runs, so `rlhf --help` is instant. A mistake
+the user can fix (UserError) prints one line and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from rlhf.errors import UserError
+
+
+def _train_reward(args: argparse.Namespace) -> None:
+    from rlhf.config import RewardConfig, load_config
+    from rlhf.train_reward import train_reward
+
+    train_reward(load_config(RewardConfig, args.config, args.overrides))
+
+
+def _eval_reward(args: argparse.Namespace) -> None:
+    from rlhf.evaluate import evaluate_reward_model
+
+    result = evaluate_reward_model(
+        args.reward_model, args.data, name=args.name, split=args.split,
+        columns=_columns(args.column), max_samples=args.max_samples,
+        batch_size=args.batch_size, max_length=args.max_length)
+    print(json.dumps(result, indent=2))
+
+
+def _score(args: argparse.Namespace) -> None:
+    from rlhf.scoring import score_file, score_pair
+
+    if args.input:
+        if not args.output:
+            raise UserError("--input needs --output F.jsonl to write the scores to")
+        count = score_file(args.reward_model, args.input, args.output,
+                           batch_size=args.batch_size, max_length=args.max_length)
+        print(f"scored {count} rows -> {args.output}")
+    elif args.prompt is not None and args.response is not None:
+        print(f"{score_pair(args.reward_model, args.prompt, args.response):.6f}")
+    else:
+        raise UserError("give --prompt P --response R, or --input F.jsonl --output F.jsonl")
+
+
+def _columns(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UserError(f"--column '{pair}' is not of the form canonical=name, "
+                            "e.g. --column chosen=good")
+        key, value = pair.split("=", 1)
+        mapping[key] = value
+    return mapping
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlhf", description=(
+        "Reinforcement Learning from Human Feedback on Hugging Face models."))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train-reward", help="train a reward model on preference pairs")
+    train.add_argument("--config", required=True, help="YAML config file (see configs/reward/)")
+    train.add_argument("overrides", nargs="*", help="dotted overrides: key=value ...")
+    train.set_defaults(handler=_train_reward)
+
+    evaluate = commands.add_parser("eval-reward", help="accuracy of a reward model on pairs")
+    evaluate.add_argument("--reward-model", required=True, help="folder saved by train-reward")
+    evaluate.add_argument("--data", required=True, help="preference data: file, folder or hub name")
+    evaluate.add_argument("--name", default=None, help="hub dataset configuration name")
+    evaluate.add_argument("--split", default=None,
+                          help="split to evaluate (default: test if the data has one, else all)")
+    evaluate.add_argument("--column", action="append", metavar="CANONICAL=NAME",
+                          help="column mapping, e.g. --column chosen=good (repeatable)")
+    evaluate.add_argument("--max-samples", type=int, default=None)
+    _add_batching(evaluate)
+    evaluate.set_defaults(handler=_eval_reward)
+
+    score = commands.add_parser("score", help="score (prompt, response) text with a reward model")
+    score.add_argument("--reward-model", required=True, help="reward model folder or hub name")
+    score.add_argument("--prompt", default=None)
+    score.add_argument("--response", default=None)
+    score.add_argument("--input", default=None, help="JSONL with prompt and response fields")
+    score.add_argument("--output", default=None, help="JSONL written with a score field added")
+    _add_batching(score)
+    score.set_defaults(handler=_score)
+    return parser
+
+
+def _add_batching(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=512)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except UserError as error:
+        print(f"rlhf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rlhf {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Evaluation: how well a reward model ranks held-out preferences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+
+from rlhf.algo.losses import listwise_reward_loss, pairwise_reward_loss
+from rlhf.algo.types import RewardLossStats
+from rlhf.data.batching import collate_preferences
+from rlhf.data.preferences import TokenizedPreferences, normalise_rows, tokenize_preferences
+from rlhf.data.sources import load_rows
+from rlhf.models import load_reward_model, reward_model_reading, sequence_scores
+
+
+def reward_objective(rewards: torch.Tensor, best: torch.Tensor, margin: torch.Tensor | None,
+                     listwise: bool, center_coef: float) -> tuple[torch.Tensor, RewardLossStats]:
+    """Pick the loss for the data's layout: (B, N) rewards, best index per row.
+
+    Pairs use the Bradley-Terry loss with an optional margin; best-of-N lists (OpenAI's
+    lm-human-preferences layout) use the N-way softmax loss of Ziegler et al. 2019.
+    """
+    if listwise:
+        return listwise_reward_loss(rewards, best, center_coef=center_coef)
+    return pairwise_reward_loss(rewards[:, 0], rewards[:, 1], margin, center_coef=center_coef)
+
+
+@dataclass
+class RewardEvaluation:
+    """Scores of every held-out example and the loss statistics over them."""
+
+    rewards: torch.Tensor
+    """(E, N) scores, column `best` holds the preferred response's score."""
+    stats: RewardLossStats
+    """Loss, accuracy, margin and score statistics over all examples."""
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        return self.stats.as_dict(prefix) | {f"{prefix}examples": float(len(self.rewards))}
+
+
+@torch.no_grad()
+def score_examples(model: torch.nn.Module, data: TokenizedPreferences, *, batch_size: int,
+                   pad_id: int, accelerator: Accelerator) -> torch.Tensor:
+    """(E, N) scores for every example, best response first, computed on all processes.
+
+    Examples are dealt out round-robin over processes (padded by repeating the last one) and
+    gathered back into their original order.
+    """
+    n, world, rank = len(data.best), accelerator.num_processes, accelerator.process_index
+    per_process = -(-n // world)
+    padded = list(range(n)) + [n - 1] * (per_process * world - n)
+    mine = padded[rank::world]
+    rows = []
+    for start in range(0, len(mine), batch_size):
+        indices = mine[start:start + batch_size]
+        batch = collate_preferences(data, indices, pad_id)
+        with accelerator.autocast():
+            scores = sequence_scores(model, batch["input_ids"].to(accelerator.device),
+                                     batch["attention_mask"].to(accelerator.device))
+        rows.append(best_first(scores.float().view(batch["n_responses"], -1).T,
+                                batch["best"].to(accelerator.device)))
+    local = torch.cat(rows)  # (per_process, N)
+    gathered = accelerator.gather(local)  # (world * per_process, N), process-major
+    order = gathered.view(world, per_process, -1).transpose(0, 1).reshape(world * per_process, -1)
+    return order[:n].cpu()
+
+
+def best_first(rewards: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+    """Reorder each row so the preferred response's score is in column 0."""
+    n = rewards.shape[1]
+    columns = torch.arange(n, device=rewards.device).expand_as(rewards)  # (B, N)
+    others = columns[columns != best[:, None]].view(len(rewards), n - 1)
+    order = torch.cat([best[:, None], others], dim=1)
+    return rewards.gather(1, order)
+
+
+def evaluate_reward(model: torch.nn.Module, data: TokenizedPreferences, *, batch_size: int,
+                    pad_id: int, accelerator: Accelerator,
+                    center_coef: float = 0.0) -> RewardEvaluation:
+    """Accuracy, loss and margins of `model` on tokenized preference data."""
+    was_training = model.training
+    model.eval()
+    rewards = score_examples(model, data, batch_size=batch_size, pad_id=pad_id,
+                             accelerator=accelerator)
+    model.train(was_training)
+    best = torch.zeros(len(rewards), dtype=torch.long)
+    margin = torch.tensor(data.margins, dtype=rewards.dtype) if data.margins else None
+    _, stats = reward_objective(rewards, best, margin, data.listwise, center_coef)
+    return RewardEvaluation(rewards=rewards, stats=stats)
+
+
+def evaluate_reward_model(reward_model: str, data_path: str, *, name: str | None = None,
+                          split: str | None = None, columns: dict[str, str] | None = None,
+                          max_samples: int | None = None, batch_size: int = 32,
+                          max_length: int = 512) -> dict[str, float]:
+    """`rlhf eval-reward`: accuracy, margin and counts of a saved reward model on a data set.
+
+    Evaluates the data's test split when it has one (or the split named), else every row.
+    """
+    model, tokenizer = load_reward_model(reward_model)
+    reading = reward_model_reading(model)
+    train_rows, test_rows, source = load_rows(data_path, name=name, split=split or "train",
+                                              test_split=None if split else "test")
+    rows = test_rows if test_rows is not None else train_rows
+    data = normalise_rows(rows, source=source, columns=columns, tokenizer=tokenizer)
+    if max_samples is not None:
+        data = subset(data, range(min(max_samples, len(data))))
+    tokenized = tokenize_preferences(
+        data, tokenizer, template=reading["template"] or "pair",
+        separator=reading["separator"] or "\n", max_length=max_length)
+    result = evaluate_reward(model, tokenized, batch_size=batch_size,
+                             pad_id=tokenizer.pad_token_id, accelerator=Accelerator(cpu=False))
+    counts = {k: float(v) for k, v in data.counts.items()}
+    return result.metrics("") | counts | {"truncated": float(tokenized.truncated)}

@@ -1,0 +1,214 @@
+"""Loading models and tokenizers, and reading a reward model's score correctly.
+
+Hub names, local save_pretrained folders and `builtin:` tiny models all go through here. Every
+model comes back in float32 with dropout off (DESIGN.md: dropout noise in the reward or the
+log-probs biases RLHF; Ziegler et al. 2019 train with it off) and a pad token set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from rlhf import builtin_models
+from rlhf.algo.masking import last_true_index
+from rlhf.errors import UserError
+
+# Keys written into a reward model's config.json so scoring reads text the way it was trained
+# and PPO can normalise scores without another pass over data.
+TEMPLATE_KEY = "rlhf_template"
+SEPARATOR_KEY = "rlhf_separator"
+SCORE_MEAN_KEY = "rlhf_score_mean"
+SCORE_STD_KEY = "rlhf_score_std"
+
+
+def _check_exists(name_or_path: str, what: str) -> None:
+    """A local-looking path that does not exist is the user's typo, not a hub lookup."""
+    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
+        raise UserError(f"{what} folder not found: {name_or_path}")
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """A tokenizer by hub name, local folder or built-in name, with a pad token set.
+
+    GPT-2-style tokenizers have no pad token; we pad with EOS. Masks then come from attention
+    masks and lengths, never from `input_ids == pad_id` (trl #3750, #2778).
+    """
+    if builtin_models.is_builtin(name_or_path):
+        tokenizer = builtin_models.builtin_tokenizer(name_or_path)
+    else:
+        _check_exists(name_or_path, "tokenizer")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                name_or_path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot load a tokenizer from '{name_or_path}': "
+                            f"{_first_line(error)} (a local folder needs tokenizer files; a hub "
+                            "name needs network access)") from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError(f"tokenizer '{name_or_path}' has neither a pad nor an EOS token; "
+                            "save one with a pad_token set")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def turn_off_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0, in modules and in the config that attention reads."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    if getattr(model, "config", None) is not None:
+        _zero_config_dropout(model.config)
+    for module in model.modules():  # attention layers that keep the rate as a float
+        for attribute in ("attention_dropout", "dropout_rate"):
+            if isinstance(getattr(module, attribute, None), float):
+                setattr(module, attribute, 0.0)
+
+
+def load_reward_model(
+    name_or_path: str,
+    *,
+    tokenizer_name: str | None = None,
+    disable_dropout: bool = True,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A sequence classifier with exactly one output, and its tokenizer.
+
+    A base model (e.g. `distilroberta-base`, `gpt2`) gets a fresh one-output head; a trained
+    classifier with another number of labels is refused rather than silently re-headed.
+    """
+    if builtin_models.is_builtin(name_or_path):
+        tokenizer = load_tokenizer(tokenizer_name, trust_remote_code=trust_remote_code) \
+            if tokenizer_name else None
+        model, tokenizer = builtin_models.build_builtin(
+            name_or_path, AutoModelForSequenceClassification, seed, tokenizer, num_labels=1)
+    else:
+        tokenizer = load_tokenizer(tokenizer_name or name_or_path,
+                                   trust_remote_code=trust_remote_code)
+        config = _load_config(name_or_path, trust_remote_code)
+        _check_one_output(config, name_or_path)
+        config.num_labels = 1
+        if disable_dropout:
+            _zero_config_dropout(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # a fresh head is initialised the same way every time
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, config=config, dtype=torch.float32,
+                trust_remote_code=trust_remote_code)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if disable_dropout:
+        turn_off_dropout(model)
+    return model, tokenizer
+
+
+def _load_config(name_or_path: str, trust_remote_code: bool):
+    _check_exists(name_or_path, "model")
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load model '{name_or_path}': {_first_line(error)} (a local "
+                        "folder needs config.json; a hub name needs network access)") from None
+
+
+def _check_one_output(config, name_or_path: str) -> None:
+    architectures = config.architectures or []
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
+    if is_classifier and config.num_labels != 1:
+        raise UserError(f"model '{name_or_path}' is a classifier with {config.num_labels} "
+                        "outputs; a reward model needs exactly one (num_labels=1)")
+
+
+def _zero_config_dropout(config) -> None:
+    for key, value in vars(config).items():
+        if "dropout" in key and isinstance(value, float):
+            setattr(config, key, 0.0)
+
+
+def is_decoder_classifier(model: nn.Module) -> bool:
+    """True for causal-LM classifiers (GPT-2, Llama, ...) whose `score` head reads every token.
+
+    Encoders (BERT, RoBERTa, DeBERTa) read the first token `<s>`/[CLS] through `classifier`.
+    """
+    return isinstance(getattr(model, "score", None), nn.Linear)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so a left-padded row scores as it would alone."""
+    positions = attention_mask.long().cumsum(-1) - 1  # (B, T)
+    return positions.clamp(min=0)
+
+
+def sequence_scores(model: nn.Module, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> torch.Tensor:
+    """One scalar per row: (N, T) ids -> (N,) float scores.
+
+    A decoder's score is read at the last real token found from the attention mask, whatever
+    the padding side and even when pad id == EOS id (transformers finds it from `input_ids !=
+    pad_id`, which breaks on a response that ends in EOS: trl #3750, #2778, #937).
+    """
+    attention_mask = attention_mask.bool()
+    if not is_decoder_classifier(model):
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+    hidden = model.base_model(
+        input_ids=input_ids, attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask)).last_hidden_state  # (N, T, H)
+    last = last_true_index(attention_mask)  # (N,)
+    last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
+    return model.score(last_hidden)[:, 0].float()
+
+
+def save_pretrained_atomic(model: PreTrainedModel, tokenizer, path: str | Path,
+                           extra_config: dict | None = None) -> Path:
+    """save_pretrained model and tokenizer to a temporary folder, then rename it into place.
+
+    A crash never leaves a half-written model under the final name.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for key, value in (extra_config or {}).items():
+        setattr(model.config, key, value)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    _replace_dir(tmp, path)
+    return path
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def reward_model_reading(model: PreTrainedModel) -> dict:
+    """How a reward model saved by `train-reward` reads text, and its score statistics."""
+    config = model.config
+    return {
+        "template": getattr(config, TEMPLATE_KEY, None),
+        "separator": getattr(config, SEPARATOR_KEY, None),
+        "score_mean": getattr(config, SCORE_MEAN_KEY, None),
+        "score_std": getattr(config, SCORE_STD_KEY, None),
+    }
+

@@ -1,0 +1,286 @@
+"""Run plumbing shared by every stage: accelerate, seeding, the run directory, metric sinks,
+atomic checkpoints and exact resume.
+
+A checkpoint `checkpoint-<step>/` holds, for each named model, its weights (safetensors), its
+optimizer and scheduler state, the trainer state (step, data position, KL controller, ...) as
+JSON and every process's RNG states. It is written under a temporary name and renamed into
+place, so resume never sees a half-written one. Nothing is ever unpickled: weights load from
+safetensors and optimizer state with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from rlhf.config import RunConfig, to_yaml
+from rlhf.errors import UserError
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "trainer_state.json"
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """'auto' means bf16 on a CUDA device that supports it and full precision elsewhere."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+@dataclass
+class TrainingState:
+    """Where training stands; saved in every checkpoint so resume continues exactly."""
+
+    step: int = 0
+    """Optimizer steps done."""
+    epoch: int = 0
+    """Current epoch (0-based)."""
+    batch_in_epoch: int = 0
+    """Batches of the current epoch already trained on."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Stage-specific state (e.g. the KL controller), JSON-serialisable."""
+
+
+class Run:
+    """One training run: its Accelerator, directory, metric sinks and checkpoints."""
+
+    def __init__(self, run_config: RunConfig, config: Any, *, stage: str):
+        self.config = run_config
+        self.output_dir = Path(run_config.output_dir)
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_mixed_precision(run_config.mixed_precision),
+            log_with=list(run_config.report_to) or None,
+            project_dir=str(self.output_dir),
+        )
+        # Each process draws its own samples and dropout masks, reproducibly.
+        set_seed(run_config.seed + self.accelerator.process_index)
+        self.stage = stage
+        self.metrics_path = self.output_dir / "metrics.jsonl"
+        self._prepare_directory(config)
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    # -- directory and metrics --------------------------------------------------------------
+
+    def _prepare_directory(self, config: Any) -> None:
+        has_checkpoints = bool(list_checkpoints(self.output_dir))
+        if has_checkpoints and not self.config.resume:
+            raise UserError(f"run directory {self.output_dir} already has checkpoints; pass "
+                            "run.resume=true to continue it or choose another run.output_dir")
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
+            if not self.config.resume:
+                self.metrics_path.unlink(missing_ok=True)
+        if self.config.report_to:
+            self.accelerator.init_trackers(self.stage, config=_flat_config(config))
+        self.accelerator.wait_for_everyone()
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Append one JSON line to metrics.jsonl (main process) and send to the trackers."""
+        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        if self.is_main:
+            with open(self.metrics_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        if self.config.report_to:
+            self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+
+    def mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Average scalar metrics over all processes (a no-op with one)."""
+        if self.accelerator.num_processes == 1 or not metrics:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([float(metrics[k]) for k in keys], device=self.device)
+        values = self.accelerator.reduce(values, reduction="mean")
+        return dict(zip(keys, values.tolist(), strict=True))
+
+    def finish(self) -> None:
+        if self.config.report_to:
+            self.accelerator.end_training()
+        self.accelerator.wait_for_everyone()
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def should_save(self, step: int) -> bool:
+        return self.config.save_every > 0 and step % self.config.save_every == 0
+
+    def save_checkpoint(self, state: TrainingState, models: dict[str, torch.nn.Module],
+                        optimizers: dict[str, Any], schedulers: dict[str, Any]) -> Path:
+        """Write checkpoint-<step> atomically and prune old ones (keeps the newest K)."""
+        final = self.output_dir / f"checkpoint-{state.step}"
+        tmp = self.output_dir / f".checkpoint-{state.step}.tmp"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        _save_rng(tmp / f"rng-{self.accelerator.process_index}.safetensors")
+        if self.is_main:
+            for name, model in models.items():
+                save_model(self.accelerator.unwrap_model(model), str(tmp / f"{name}.safetensors"))
+            for name, optimizer in optimizers.items():
+                torch.save(optimizer.state_dict(), tmp / f"optimizer-{name}.pt")
+            for name, scheduler in schedulers.items():
+                torch.save(scheduler.state_dict(), tmp / f"scheduler-{name}.pt")
+            _write_json(tmp / STATE_FILE, vars(state) | {"python_rng": _python_rng()})
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            _fsync_tree(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(self.output_dir)
+            self._prune_checkpoints()
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _prune_checkpoints(self) -> None:
+        checkpoints = list_checkpoints(self.output_dir)
+        for _, path in checkpoints[: -self.config.keep_last]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def load_latest(self, models: dict[str, torch.nn.Module], optimizers: dict[str, Any],
+                    schedulers: dict[str, Any]) -> TrainingState | None:
+        """Restore the newest complete checkpoint if run.resume is set; None when starting anew."""
+        if not self.config.resume:
+            return None
+        checkpoints = list_checkpoints(self.output_dir)
+        if not checkpoints:
+            return None
+        step, path = checkpoints[-1]
+        for name, model in models.items():
+            load_model(self.accelerator.unwrap_model(model), str(path / f"{name}.safetensors"))
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(
+                torch.load(path / f"optimizer-{name}.pt", weights_only=True, map_location="cpu"))
+        for name, scheduler in schedulers.items():
+            scheduler.load_state_dict(torch.load(path / f"scheduler-{name}.pt", weights_only=True))
+        saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        _restore_rng(path / f"rng-{self.accelerator.process_index}.safetensors",
+                     saved.pop("python_rng"))
+        self._truncate_metrics(step)
+        return TrainingState(**saved)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines logged after the checkpoint, so a resumed run's log has no repeats."""
+        if not self.is_main or not self.metrics_path.exists():
+            return
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (renamed into place, state file present), oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for path in output_dir.iterdir():
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+# -- RNG state ----------------------------------------------------------------------------------
+
+
+def _save_rng(path: Path) -> None:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{index}"] = state
+    numpy_state = np.random.get_state()
+    tensors["numpy_keys"] = torch.from_numpy(numpy_state[1].astype(np.int64))
+    tensors["numpy_meta"] = torch.tensor([numpy_state[2], numpy_state[3]], dtype=torch.int64)
+    tensors["numpy_gauss"] = torch.tensor([numpy_state[4]], dtype=torch.float64)
+    save_file(tensors, str(path))
+
+
+def _restore_rng(path: Path, python_state: list) -> None:
+    tensors = load_file(str(path))
+    torch.set_rng_state(tensors["torch"])
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(
+            [tensors[k] for k in sorted(tensors) if k.startswith("cuda")])
+    position, has_gauss = tensors["numpy_meta"].tolist()
+    np.random.set_state(("MT19937", tensors["numpy_keys"].numpy().astype(np.uint32),
+                         position, has_gauss, float(tensors["numpy_gauss"][0])))
+    version, internal, gauss = python_state
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _python_rng() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+# -- small file helpers -------------------------------------------------------------------------
+
+
+def _write_json(path: Path, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _flat_config(config: Any) -> dict[str, Any]:
+    """Config as flat scalars for trackers (TensorBoard hparams reject nested values)."""
+    from omegaconf import OmegaConf
+
+    flat = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}{key}.", value)
+        else:
+            flat[prefix.rstrip(".")] = node if isinstance(node, (int, float, str, bool)) \
+                else str(node)
+
+    walk("", OmegaConf.to_container(OmegaConf.structured(config)))
+    return flat
