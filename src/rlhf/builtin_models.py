@@ -62,7 +62,7 @@ def builtin_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
         backend = Tokenizer.from_str(
             _train_bpe(("<s>", "<pad>", "</s>", "<unk>", "<mask>")).to_str())
         # Sentence pairs read <s> A </s></s> B </s>, exactly like roberta-base.
-        backend.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0))
+        backend.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
         return PreTrainedTokenizerFast(
             tokenizer_object=backend, bos_token="<s>", eos_token="</s>", sep_token="</s>",
             cls_token="<s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",

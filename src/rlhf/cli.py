@@ -46,6 +46,23 @@ def _score(args: argparse.Namespace) -> None:
         raise UserError("give --prompt P --response R, or --input F.jsonl --output F.jsonl")
 
 
+def _train_ppo(args: argparse.Namespace) -> None:
+    from rlhf.config import PPOConfig, load_config
+    from rlhf.train_ppo import train_ppo
+
+    train_ppo(load_config(PPOConfig, args.config, args.overrides))
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from rlhf.generation import generate_file
+
+    count = generate_file(args.model, args.prompts, args.output, template=args.template,
+                          max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          batch_size=args.batch_size, max_prompt_tokens=args.max_prompt_tokens,
+                          seed=args.seed)
+    print(f"generated {count} responses -> {args.output}")
+
+
 def _columns(pairs: list[str]) -> dict[str, str]:
     mapping = {}
     for pair in pairs or []:
@@ -78,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-samples", type=int, default=None)
     _add_batching(evaluate)
     evaluate.set_defaults(handler=_eval_reward)
+
+    ppo = commands.add_parser("train-ppo", help="fine-tune a policy against a reward with PPO")
+    ppo.add_argument("--config", required=True, help="YAML config file (see configs/ppo/)")
+    ppo.add_argument("overrides", nargs="*", help="dotted overrides: key=value ...")
+    ppo.set_defaults(handler=_train_ppo)
+
+    generate = commands.add_parser("generate", help="sample responses from a policy")
+    generate.add_argument("--model", required=True, help="policy folder or hub name")
+    generate.add_argument("--prompts", required=True, help="prompt file, folder or hub name")
+    generate.add_argument("--output", required=True, help="JSONL of prompt and response")
+    generate.add_argument("--template", default="prompt", choices=["dolly", "prompt", "chat"])
+    generate.add_argument("--max-new-tokens", type=int, default=32)
+    generate.add_argument("--temperature", type=float, default=0.7,
+                          help="sampling temperature; 0 for greedy decoding")
+    generate.add_argument("--max-prompt-tokens", type=int, default=256)
+    generate.add_argument("--batch-size", type=int, default=16)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(handler=_generate)
 
     score = commands.add_parser("score", help="score (prompt, response) text with a reward model")
     score.add_argument("--reward-model", required=True, help="reward model folder or hub name")

@@ -10,7 +10,12 @@ from accelerate import Accelerator
 from rlhf.algo.losses import listwise_reward_loss, pairwise_reward_loss
 from rlhf.algo.types import RewardLossStats
 from rlhf.data.batching import collate_preferences
-from rlhf.data.preferences import TokenizedPreferences, normalise_rows, tokenize_preferences
+from rlhf.data.preferences import (
+    TokenizedPreferences,
+    normalise_rows,
+    subset,
+    tokenize_preferences,
+)
 from rlhf.data.sources import load_rows
 from rlhf.models import load_reward_model, reward_model_reading, sequence_scores
 

@@ -7,6 +7,7 @@ log-probs biases RLHF; Ziegler et al. 2019 train with it off) and a pad token se
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
@@ -56,6 +58,11 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
             raise UserError(f"cannot load a tokenizer from '{name_or_path}': "
                             f"{_first_line(error)} (a local folder needs tokenizer files; a hub "
                             "name needs network access)") from None
+    return with_pad_token(tokenizer, name_or_path)
+
+
+def with_pad_token(tokenizer, name_or_path: str):
+    """Pad with EOS when the tokenizer has no pad token (GPT-2 style)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UserError(f"tokenizer '{name_or_path}' has neither a pad nor an EOS token; "
@@ -100,6 +107,7 @@ def load_reward_model(
             if tokenizer_name else None
         model, tokenizer = builtin_models.build_builtin(
             name_or_path, AutoModelForSequenceClassification, seed, tokenizer, num_labels=1)
+        tokenizer = with_pad_token(tokenizer, name_or_path)
     else:
         tokenizer = load_tokenizer(tokenizer_name or name_or_path,
                                    trust_remote_code=trust_remote_code)
@@ -118,6 +126,70 @@ def load_reward_model(
     if disable_dropout:
         turn_off_dropout(model)
     return model, tokenizer
+
+
+def load_policy(name_or_path: str, *, disable_dropout: bool = True,
+                trust_remote_code: bool = False, seed: int = 0):
+    """A causal LM and its tokenizer (left padding, pad token set) for PPO or generation."""
+    if builtin_models.is_builtin(name_or_path):
+        model, tokenizer = builtin_models.build_builtin(name_or_path, AutoModelForCausalLM, seed)
+        tokenizer = with_pad_token(tokenizer, name_or_path)
+    else:
+        tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+        config = _load_config(name_or_path, trust_remote_code)
+        if disable_dropout:
+            _zero_config_dropout(config)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                name_or_path, config=config, dtype=torch.float32,
+                trust_remote_code=trust_remote_code)
+        except ValueError as error:  # e.g. an encoder that has no causal-LM head
+            raise UserError(f"'{name_or_path}' cannot be loaded as a causal language model: "
+                            f"{_first_line(error)}") from None
+    tokenizer.padding_side = "left"  # generation continues prompts flush against the response
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if disable_dropout:
+        turn_off_dropout(model)
+    return model, tokenizer
+
+
+def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """An eval-mode, gradient-free copy (the PPO reference policy)."""
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+def value_model_from_policy(policy: PreTrainedModel, *, seed: int = 0) -> PreTrainedModel:
+    """A value model with the policy's backbone weights and a fresh scalar head per token.
+
+    It is an AutoModelForSequenceClassification(num_labels=1) whose `score` head
+    `rollout.response_values` applies at every position, so a value at position t depends only
+    on tokens up to t.
+    """
+    config = copy.deepcopy(policy.config)
+    config.num_labels = 1
+    if config.pad_token_id is None:  # the pooled output is unused; we read every position
+        config.pad_token_id = config.eos_token_id
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        value = AutoModelForSequenceClassification.from_config(config)
+    value.base_model.load_state_dict(policy.base_model.state_dict())
+    if not is_decoder_classifier(value):
+        raise UserError(f"the policy ({type(policy).__name__}) has no decoder classifier "
+                        "counterpart to serve as a value model")
+    return value.float()
+
+
+def value_model_from_reward(reward_path: str, *, disable_dropout: bool = True,
+                            trust_remote_code: bool = False) -> PreTrainedModel:
+    """A value model initialised from a decoder reward model (backbone and head)."""
+    model, _ = load_reward_model(reward_path, disable_dropout=disable_dropout,
+                                 trust_remote_code=trust_remote_code)
+    if not is_decoder_classifier(model):
+        raise UserError(f"reward model '{reward_path}' is an encoder; a value model must be a "
+                        "decoder: use model.value_init=policy")
+    return model
 
 
 def _load_config(name_or_path: str, trust_remote_code: bool):
@@ -157,23 +229,41 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.clamp(min=0)
 
 
+def token_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, T) scalar head of a decoder classifier applied at every position.
+
+    We run the model's own forward (so DDP wrappers see it) and apply its `score` head to the
+    final hidden states ourselves: the built-in pooling finds the last token from
+    `input_ids != pad_id`, which is wrong when pad id == EOS id (trl #3750, #2778, #937).
+    """
+    if position_ids is None:
+        position_ids = position_ids_from_mask(attention_mask)
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   output_hidden_states=True)
+    head = _unwrap(model).score
+    return head(output.hidden_states[-1]).squeeze(-1).float()  # (N, T)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel (or similar) wrapper."""
+    return getattr(model, "module", model)
+
+
 def sequence_scores(model: nn.Module, input_ids: torch.Tensor,
                     attention_mask: torch.Tensor) -> torch.Tensor:
     """One scalar per row: (N, T) ids -> (N,) float scores.
 
-    A decoder's score is read at the last real token found from the attention mask, whatever
-    the padding side and even when pad id == EOS id (transformers finds it from `input_ids !=
-    pad_id`, which breaks on a response that ends in EOS: trl #3750, #2778, #937).
+    Encoders read their first token (`<s>`/[CLS]) through their own head. A decoder's score is
+    read at the last real token found from the attention mask, whatever the padding side and
+    even when the response ends in EOS == pad.
     """
     attention_mask = attention_mask.bool()
-    if not is_decoder_classifier(model):
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
-    hidden = model.base_model(
-        input_ids=input_ids, attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask)).last_hidden_state  # (N, T, H)
+    if not is_decoder_classifier(_unwrap(model)):
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+    scores = token_scores(model, input_ids, attention_mask)  # (N, T)
     last = last_true_index(attention_mask)  # (N,)
-    last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (N, H)
-    return model.score(last_hidden)[:, 0].float()
+    return scores[torch.arange(len(scores), device=scores.device), last]
 
 
 def save_pretrained_atomic(model: PreTrainedModel, tokenizer, path: str | Path,

@@ -75,3 +75,21 @@ def plot_reward_run(run_dir: str | Path) -> list[Path]:
         scores = json.loads(scores_path.read_text(encoding="utf-8"))
         written.append(plot_score_histogram(scores, run_dir / "scores.png"))
     return [path for path in written if path is not None]
+
+
+PPO_PANELS = [
+    ("score.png", ["objective/score", "objective/rlhf_reward"], "reward-model score"),
+    ("kl.png", ["objective/kl"], "KL to the reference (nats per sequence)"),
+    ("kl_coef.png", ["objective/kl_coef"], "KL coefficient beta"),
+    ("entropy.png", ["policy/entropy"], "policy entropy (nats per token)"),
+    ("length.png", ["response/length"], "response length (tokens)"),
+]
+
+
+def plot_ppo_run(run_dir: str | Path) -> list[Path]:
+    """score.png, kl.png, kl_coef.png, entropy.png and length.png for a PPO run."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    written = [plot_curves(records, keys, title, run_dir / name)
+               for name, keys, title in PPO_PANELS]
+    return [path for path in written if path is not None]

@@ -7,7 +7,9 @@ are decoded to text first and re-encoded here (DESIGN.md; trl #3595).
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
 
 import torch
 
@@ -98,3 +100,46 @@ def read_prompt_response_rows(path: str) -> list[dict]:
                 raise UserError(f"{path}: row {number} needs a string '{key}' field "
                                 f"(found keys: {', '.join(sorted(row))})")
     return rows
+
+
+FUNCTION_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class FunctionScorer:
+    """Scores text with a Python function `fn(prompts, responses) -> list of floats`."""
+
+    def __init__(self, function, name: str):
+        self.function = function
+        self.name = name
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        scores = self.function(list(prompts), list(responses))
+        try:
+            scores = torch.as_tensor([float(s) for s in scores], dtype=torch.float32)
+        except (TypeError, ValueError):
+            raise UserError(f"reward function {self.name} must return one float per response"
+                            ) from None
+        if len(scores) != len(responses):
+            raise UserError(f"reward function {self.name} returned {len(scores)} scores for "
+                            f"{len(responses)} responses")
+        return scores
+
+
+def is_function_spec(spec: str) -> bool:
+    """'package.module:function' (not a built-in model name or a path)."""
+    return not spec.startswith("builtin:") and bool(FUNCTION_SPEC.match(spec))
+
+
+def load_function_scorer(spec: str) -> FunctionScorer:
+    """Import 'module:function' as a reward; errors name what is missing."""
+    module_name, function_name = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UserError(f"cannot import reward module '{module_name}' ({error}); check "
+                        "model.reward and PYTHONPATH") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise UserError(f"module '{module_name}' has no function '{function_name}' "
+                        "(model.reward)")
+    return FunctionScorer(function, spec)

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from rlhf.config import RewardConfig
-from rlhf.errors import UserError
 from rlhf.data.batching import collate_preferences, epoch_batches
 from rlhf.data.preferences import TokenizedPreferences, load_preferences, tokenize_preferences
+from rlhf.errors import UserError
 from rlhf.evaluate import RewardEvaluation, best_first, evaluate_reward, reward_objective
 from rlhf.models import (
     SCORE_MEAN_KEY,
@@ -61,7 +61,7 @@ def prepare_reward_data(cfg: RewardConfig, tokenizer) -> RewardData:
     return RewardData(train=train_tok, test=test_tok, counts=counts)
 
 
-def reward_update(model, optimizer, scheduler, run: Run, data: TokenizedPreferences,
+def reward_update(model, optimizer, scheduler, accelerator, data: TokenizedPreferences,
                   batch: list[int], *, micro_batch_size: int, pad_id: int, center_coef: float,
                   max_grad_norm: float) -> dict[str, float]:
     """One optimizer step on one global batch, split over processes and micro-batches.
@@ -69,7 +69,6 @@ def reward_update(model, optimizer, scheduler, run: Run, data: TokenizedPreferen
     Each micro-batch's mean loss is weighted by its share of the process's examples, so the
     gradient equals that of one big batch (gradient-accumulation invariance).
     """
-    accelerator = run.accelerator
     per_process = len(batch) // accelerator.num_processes
     local = batch[accelerator.process_index * per_process:][:per_process]
     micro_batches = [local[i:i + micro_batch_size] for i in range(0, len(local), micro_batch_size)]
@@ -138,7 +137,7 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
             lengths=lengths if cfg.data.group_by_length else None)
         for batch in batches[state.batch_in_epoch:]:
             metrics = reward_update(
-                model, optimizer, scheduler, run, data.train, batch,
+                model, optimizer, scheduler, run.accelerator, data.train, batch,
                 micro_batch_size=micro_batch_size, pad_id=tokenizer.pad_token_id,
                 center_coef=cfg.train.center_coef, max_grad_norm=cfg.train.max_grad_norm)
             state.step += 1

@@ -1,0 +1,78 @@
+"""Batches of preference examples: a seeded order per epoch and padded tensors per batch."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from rlhf.data.preferences import TokenizedPreferences
+
+# Length grouping sorts within windows of this many batches: padding shrinks, but which examples
+# meet in a batch still changes every epoch (the "megabatch" trick of fairseq/HF's
+# LengthGroupedSampler).
+GROUP_BATCHES = 50
+
+
+def epoch_batches(n_examples: int, batch_size: int, *, seed: int, epoch: int,
+                  lengths: list[int] | None = None, drop_last: bool = True) -> list[list[int]]:
+    """Example indices of every batch of one epoch, in training order.
+
+    The order depends only on (seed, epoch), never on global RNG state, so a resumed run
+    replays the same batches. With `lengths`, examples of similar length share a batch and the
+    batch order is shuffled. With `drop_last`, a random remainder of n_examples % batch_size
+    examples sits this epoch out, so every batch is full.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if lengths is not None and len(lengths) != n_examples:
+        raise ValueError(f"{len(lengths)} lengths for {n_examples} examples")
+    rng = random.Random(f"epoch_batches:{seed}:{epoch}")
+    order = list(range(n_examples))
+    rng.shuffle(order)
+    if drop_last:
+        order = order[:n_examples - n_examples % batch_size]
+    if lengths is None:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * GROUP_BATCHES
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i], reverse=True)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate_preferences(tok: TokenizedPreferences, indices: list[int], pad_id: int,
+                        padding_side: str = "right") -> dict:
+    """Padded tensors for the examples at `indices`, every response in one forward pass.
+
+    Rows are response-major: all first responses of the batch, then all second ones, ... so
+    `rewards.view(n_responses, B).T` is (B, N) and, for pairs, chosen = rewards[:B] and
+    rejected = rewards[B:]. Padding is dynamic (to the longest row of this batch).
+    """
+    if not indices:
+        raise ValueError("collate_preferences needs at least one example index")
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if pad_id is None:
+        raise ValueError("pad_id is None: give the tokenizer a pad token first")
+    n_responses = len(tok.input_ids[indices[0]])
+    rows = [tok.input_ids[i][position] for position in range(n_responses) for i in indices]
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B*N, T)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # (B*N, T)
+    for row, ids in enumerate(rows):
+        start = 0 if padding_side == "right" else width - len(ids)
+        input_ids[row, start:start + len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, start:start + len(ids)] = True
+    margin = None
+    if tok.margins is not None:
+        margin = torch.tensor([tok.margins[i] for i in indices], dtype=torch.float32)  # (B,)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "best": torch.tensor([tok.best[i] for i in indices], dtype=torch.long),  # (B,)
+        "margin": margin,
+        "n_responses": n_responses,
+    }

@@ -1,0 +1,155 @@
+"""One batch of experience: sample responses, then log-probs, reference log-probs, values and
+scores, all over the same (query, response) tensors.
+
+Every forward pass here and in the PPO update goes through `response_logits` /
+`response_values`, so rollout and training see identical inputs: left-padded queries, position
+ids from the attention mask, logits divided by the sampling temperature.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from rlhf.algo.logprobs import entropy_from_logits, token_logprobs
+from rlhf.algo.masking import response_mask_after_stop
+from rlhf.algo.types import Rollout
+from rlhf.generation import sample_responses
+from rlhf.models import position_ids_from_mask, token_scores
+
+
+def _joined(query_ids, query_mask, response_ids, response_mask):
+    """Query and response side by side: (B, Q + R) ids, attention mask and position ids."""
+    input_ids = torch.cat([query_ids, response_ids], dim=1)  # (B, Q + R)
+    attention_mask = torch.cat([query_mask, response_mask], dim=1)  # (B, Q + R)
+    return input_ids, attention_mask, position_ids_from_mask(attention_mask)
+
+
+def response_logits(model, query_ids, query_mask, response_ids, response_mask) -> torch.Tensor:
+    """(B, R, V) logits that predicted each response token (position t-1 predicts token t)."""
+    input_ids, attention_mask, position_ids = _joined(query_ids, query_mask, response_ids,
+                                                      response_mask)
+    width = response_ids.shape[1]
+    # Only the last R + 1 positions' logits: the prompt's full-vocabulary logits are never used.
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=width + 1).logits  # (B, R + 1, V)
+    return logits[:, :-1]
+
+
+def response_logprobs(model, query_ids, query_mask, response_ids, response_mask,
+                      temperature: float, with_entropy: bool = False):
+    """(B, R) log-probs of the response tokens under temperature-scaled logits (and entropy)."""
+    logits = response_logits(model, query_ids, query_mask, response_ids, response_mask)
+    logprobs = token_logprobs(logits, response_ids, temperature)
+    if not with_entropy:
+        return logprobs
+    return logprobs, entropy_from_logits(logits, temperature)
+
+
+def response_values(value_model, query_ids, query_mask, response_ids,
+                    response_mask) -> torch.Tensor:
+    """(B, R) value estimates V(s_t) for the state just before each response token.
+
+    The value head reads the decoder's hidden state at position t-1, which has seen the query
+    and the response up to t-1 only: values are causal (DESIGN.md).
+    """
+    input_ids, attention_mask, position_ids = _joined(query_ids, query_mask, response_ids,
+                                                      response_mask)
+    values = token_scores(value_model, input_ids, attention_mask, position_ids)  # (B, Q + R)
+    return values[:, -response_ids.shape[1] - 1:-1]  # (B, R)
+
+
+@dataclass
+class Texts:
+    """The decoded prompt and response text that the scorer reads."""
+
+    prompts: list[str]
+    responses: list[str]
+
+
+def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor,
+                     stop_token_ids: Sequence[int]) -> list[str]:
+    """Response text up to (not including) the first stop token."""
+    stops = set(stop_token_ids)
+    texts = []
+    for ids, mask in zip(response_ids.tolist(), response_mask.tolist(), strict=True):
+        kept = [t for t, real in zip(ids, mask, strict=True) if real and t not in stops]
+        texts.append(tokenizer.decode(kept, skip_special_tokens=True))
+    return texts
+
+
+@torch.no_grad()
+def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_ids, query_mask,
+                    score_prompts: list[str], tokenizer, max_new_tokens: int, temperature: float,
+                    stop_token_ids: Sequence[int],
+                    timings: dict[str, float] | None = None) -> tuple[Rollout, Texts]:
+    """Sample a response per prompt and compute everything PPO needs about it.
+
+    The score is computed on the text truncated at the first stop token; `score_prompts` is the
+    prompt text the reward model should see (the rendered prompt or the raw instruction).
+    Seconds spent per phase are added to `timings` (generate, forward, score).
+    """
+    timings = {} if timings is None else timings
+    clock = _Clock(timings)
+    policy.eval()
+    with clock("time/generate"):
+        response_ids = sample_responses(
+            policy, query_ids, query_mask, max_new_tokens=max_new_tokens,
+            temperature=temperature, stop_token_ids=stop_token_ids,
+            pad_id=tokenizer.pad_token_id)  # (B, R)
+    response_mask = response_mask_after_stop(response_ids, list(stop_token_ids))  # (B, R)
+    args = (query_ids, query_mask, response_ids, response_mask)
+    with clock("time/forward"):
+        logprobs = response_logprobs(policy, *args, temperature)  # (B, R)
+        ref_logprobs = response_logprobs(reference, *args, temperature)  # (B, R)
+        values = response_values(value_model, *args)  # (B, R)
+    with clock("time/score"):
+        responses = decode_responses(tokenizer, response_ids, response_mask, stop_token_ids)
+        scores = scorer(score_prompts, responses).to(query_ids.device).float()  # (B,)
+    stops = torch.tensor(list(stop_token_ids), device=response_ids.device)
+    ended = (torch.isin(response_ids, stops) & response_mask).any(dim=1)  # (B,) stopped itself
+    rollout = Rollout(query_ids=query_ids, query_mask=query_mask, response_ids=response_ids,
+                      response_mask=response_mask, logprobs=logprobs, ref_logprobs=ref_logprobs,
+                      values=values, scores=scores, ended_with_eos=ended)
+    return rollout, Texts(prompts=score_prompts, responses=responses)
+
+
+class _Clock:
+    """Adds the wall time of a `with` block to a dict entry."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, key: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
+
+
+def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Join rollouts of the same query width whose responses differ in length."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p.response_ids.shape[1] for p in parts)
+
+    def right_pad(tensor: torch.Tensor, value) -> torch.Tensor:
+        return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+
+    return Rollout(
+        query_ids=torch.cat([p.query_ids for p in parts]),
+        query_mask=torch.cat([p.query_mask for p in parts]),
+        response_ids=torch.cat([right_pad(p.response_ids, pad_id) for p in parts]),
+        response_mask=torch.cat([right_pad(p.response_mask, False) for p in parts]),
+        logprobs=torch.cat([right_pad(p.logprobs, 0.0) for p in parts]),
+        ref_logprobs=torch.cat([right_pad(p.ref_logprobs, 0.0) for p in parts]),
+        values=torch.cat([right_pad(p.values, 0.0) for p in parts]),
+        scores=torch.cat([p.scores for p in parts]),
+        ended_with_eos=torch.cat([p.ended_with_eos for p in parts]),
+    )

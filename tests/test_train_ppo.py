@@ -1,0 +1,126 @@
+"""End to end: PPO on tiny models (marked slow)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from rlhf.config import PPOConfig, RewardConfig, load_config
+from rlhf.train_ppo import train_ppo
+from rlhf.train_reward import train_reward
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "ppo" / "tiny.yaml"
+DOLLY = ROOT.parent / "shared" / "data" / "dolly-15k-prompts-oneill"
+
+
+def tiny(out: Path, *overrides: str) -> PPOConfig:
+    return load_config(PPOConfig, TINY, [f"run.output_dir={out}", "run.progress=false",
+                                         *overrides])
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").open()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ppo") / "run"
+    train_ppo(tiny(out))
+    return out
+
+
+def test_tiny_ppo_raises_the_score_with_bounded_kl(tiny_run: Path) -> None:
+    rows = records(tiny_run)
+    scores = [r["objective/score"] for r in rows]
+    first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
+    assert last > first + 0.1, (first, last)
+    assert max(r["objective/kl"] for r in rows) < 10.0
+    for name in ("metrics.jsonl", "samples.jsonl", "score.png", "kl.png", "kl_coef.png",
+                 "entropy.png", "length.png", "config.yaml"):
+        assert (tiny_run / name).is_file(), name
+    AutoModelForCausalLM.from_pretrained(tiny_run / "policy")
+
+
+def test_every_documented_metric_is_logged(tiny_run: Path) -> None:
+    documented = (ROOT / "docs" / "metrics.md").read_text()
+    for key in records(tiny_run)[-1]:
+        if key != "step":
+            assert f"`{key}`" in documented, key
+
+
+def test_resume_gives_the_same_final_policy(tmp_path: Path) -> None:
+    settings = ["ppo.total_episodes=192", "run.save_every=2", "run.keep_last=10"]
+    full = tmp_path / "full"
+    train_ppo(tiny(full, *settings))
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    for path in cut.glob("checkpoint-*"):
+        if int(path.name.split("-")[1]) > 2:
+            shutil.rmtree(path)
+    shutil.rmtree(cut / "policy")
+    train_ppo(tiny(cut, *settings, "run.resume=true"))
+    a = load_file(full / "policy" / "model.safetensors")
+    b = load_file(cut / "policy" / "model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert records(full) == records(cut) or _same_but_time(records(full), records(cut))
+
+
+def _same_but_time(a: list[dict], b: list[dict]) -> bool:
+    def strip(rows):
+        return [{k: v for k, v in r.items() if not k.startswith(("time/", "throughput/"))}
+                for r in rows]
+    return strip(a) == strip(b)
+
+
+def test_ppo_against_a_reward_model_made_by_train_reward(tmp_path: Path) -> None:
+    reward_cfg = load_config(RewardConfig, ROOT / "configs" / "reward" / "tiny.yaml", [
+        f"run.output_dir={tmp_path / 'rm'}", "run.progress=false", "train.epochs=1",
+        "data.max_samples=320"])
+    train_reward(reward_cfg)
+    metrics = train_ppo(tiny(tmp_path / "ppo", f"model.reward={tmp_path / 'rm' / 'model'}",
+                             "ppo.total_episodes=64", "ppo.score_normalization=reward_model"))
+    assert torch.isfinite(torch.tensor(metrics["objective/score"]))
+
+
+@pytest.mark.skipif(not DOLLY.exists(), reason="needs ../shared/data")
+def test_gpt2_policy_with_roberta_reward_on_real_dolly_prompts(
+        tmp_path: Path, gpt2_tokenizer_dir: Path, roberta_tokenizer_dir: Path) -> None:
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        GPT2Config,
+        RobertaConfig,
+    )
+
+    gpt2 = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
+    policy_config = GPT2Config(vocab_size=len(gpt2), n_embd=32, n_layer=2, n_head=2,
+                               n_positions=256)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(policy_config).save_pretrained(tmp_path / "policy")
+    gpt2.save_pretrained(tmp_path / "policy")
+    roberta = AutoTokenizer.from_pretrained(roberta_tokenizer_dir)
+    reward_config = RobertaConfig(vocab_size=len(roberta), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=514, type_vocab_size=1, num_labels=1,
+                                  pad_token_id=roberta.pad_token_id)
+    AutoModelForSequenceClassification.from_config(reward_config).save_pretrained(
+        tmp_path / "rm")
+    roberta.save_pretrained(tmp_path / "rm")
+    cfg = load_config(PPOConfig, ROOT / "configs" / "ppo" / "dolly_gpt2.yaml", [
+        f"run.output_dir={tmp_path / 'run'}", "run.progress=false", f"data.path={DOLLY}",
+        "data.max_samples=64", f"model.policy={tmp_path / 'policy'}",
+        f"model.reward={tmp_path / 'rm'}", "train.batch_size=8", "ppo.num_minibatches=2",
+        "ppo.total_episodes=24", "ppo.normalization_samples=8", "run.save_every=0"])
+    metrics = train_ppo(cfg)
+    assert len(records(tmp_path / "run")) == 3
+    assert 1 <= metrics["response/length"] <= 16
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").open()]
+    assert samples and all(isinstance(s["response"], str) for s in samples)
