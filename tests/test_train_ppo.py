@@ -40,7 +40,7 @@ def test_tiny_ppo_raises_the_score_with_bounded_kl(tiny_run: Path) -> None:
     rows = records(tiny_run)
     scores = [r["objective/score"] for r in rows]
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
-    assert last > first + 0.1, (first, last)
+    assert last > first + 0.5, (first, last)  # scores are normalised: std 1 at the start
     assert max(r["objective/kl"] for r in rows) < 10.0
     for name in ("metrics.jsonl", "samples.jsonl", "score.png", "kl.png", "kl_coef.png",
                  "entropy.png", "length.png", "config.yaml"):
