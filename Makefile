@@ -31,8 +31,10 @@ test-fast: setup
 demo: setup
 	$(BIN)/rlhf train-reward --config configs/reward/tiny.yaml run.output_dir=runs/demo-reward
 
+# Each benchmark prints a markdown table; BENCHMARKS.md records them with command and machine.
 bench: setup
-	$(BIN)/python benchmarks/reward_throughput.py
+	$(BIN)/python benchmarks/reward_throughput.py --batch-size 8 --steps 3
+	$(BIN)/python benchmarks/ppo_step.py --new-tokens 32
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

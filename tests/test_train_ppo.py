@@ -124,3 +124,18 @@ def test_gpt2_policy_with_roberta_reward_on_real_dolly_prompts(
     assert 1 <= metrics["response/length"] <= 16
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").open()]
     assert samples and all(isinstance(s["response"], str) for s in samples)
+
+
+def test_generate_command_answers_every_prompt(tiny_run: Path, tmp_path: Path) -> None:
+    from rlhf.cli import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in
+                               ["The harbour was quiet.", "The old mill stood by the river."]))
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", "--model", str(tiny_run / "policy"), "--prompts", str(prompts),
+                 "--output", str(out), "--max-new-tokens", "8"]) == 0
+    rows = [json.loads(line) for line in out.open()]
+    assert [r["prompt"] for r in rows] == ["The harbour was quiet.",
+                                           "The old mill stood by the river."]
+    assert all(isinstance(r["response"], str) and r["response"] for r in rows)

@@ -130,8 +130,16 @@ def _add_batching(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=512)
 
 
+def _quiet_library_progress_bars() -> None:
+    """Our own bars show progress; transformers' per-file load/save bars are noise."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_library_progress_bars()
     try:
         args.handler(args)
     except UserError as error:

@@ -122,7 +122,31 @@ class RewardModelConfig:
 
 
 @dataclass
-class RewardTrainConfig:
+class OptimizerConfig:
+    """AdamW and its learning-rate schedule; shared by every stage's `train` section."""
+
+    learning_rate: float = 5e-5
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    scheduler: str = "linear"
+    """Learning-rate schedule after warmup: 'linear' (to 0), 'cosine' or 'constant'."""
+    warmup_ratio: float = 0.0
+    """Fraction of the optimizer steps with a linear warmup from 0."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient norm to this value (0 turns clipping off)."""
+
+    def __post_init__(self) -> None:
+        _check(self.learning_rate > 0, "train.learning_rate", "must be > 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(self.scheduler in ("linear", "cosine", "constant"), "train.scheduler",
+               f"'{self.scheduler}' is not one of linear, cosine, constant")
+        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
+        _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
+
+
+@dataclass
+class RewardTrainConfig(OptimizerConfig):
     """Optimisation of the reward model."""
 
     epochs: int = 1
@@ -134,16 +158,6 @@ class RewardTrainConfig:
     batch_size must be a multiple of micro_batch_size * processes (gradient accumulation)."""
     eval_batch_size: int = 32
     """Examples per forward pass during evaluation."""
-    learning_rate: float = 5e-5
-    """Peak AdamW learning rate."""
-    weight_decay: float = 0.0
-    """AdamW decoupled weight decay."""
-    scheduler: str = "linear"
-    """Learning-rate schedule after warmup: 'linear' (to 0), 'cosine' or 'constant'."""
-    warmup_ratio: float = 0.0
-    """Fraction of the optimizer steps with a linear warmup from 0."""
-    max_grad_norm: float = 1.0
-    """Clip the gradient norm to this value (0 turns clipping off)."""
     center_coef: float = 0.0
     """Weight of the reward-centering term coef * mean((r_chosen + r_rejected)^2)
     (Eisenstein et al. 2023); keeps scores near 0. 0 turns it off."""
@@ -159,12 +173,7 @@ class RewardTrainConfig:
                f"{self.batch_size} is not a multiple of train.micro_batch_size "
                f"{self.micro_batch_size}")
         _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
-        _check(self.learning_rate > 0, "train.learning_rate", "must be > 0")
-        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-        _check(self.scheduler in ("linear", "cosine", "constant"), "train.scheduler",
-               f"'{self.scheduler}' is not one of linear, cosine, constant")
-        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
-        _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
+        super().__post_init__()
         _check(self.center_coef >= 0, "train.center_coef", "must be >= 0")
         _check(self.max_steps >= 0, "train.max_steps", "must be >= 0")
 
@@ -445,7 +454,7 @@ class PPOAlgoConfig:
 
 
 @dataclass
-class PPOTrainConfig:
+class PPOTrainConfig(OptimizerConfig):
     """Batching and optimisation of the policy and value model."""
 
     epochs: int = 1
@@ -458,26 +467,13 @@ class PPOTrainConfig:
     """Sequences per generation/scoring pass on one process; 0: all of this process's prompts."""
     learning_rate: float = 1e-5
     """Peak AdamW learning rate of policy and value model."""
-    weight_decay: float = 0.0
-    """AdamW decoupled weight decay."""
-    scheduler: str = "linear"
-    """'linear' (to 0 over all optimizer steps), 'cosine' or 'constant'."""
-    warmup_ratio: float = 0.0
-    """Fraction of optimizer steps with linear warmup."""
-    max_grad_norm: float = 1.0
-    """Clip the gradient norm of policy and value parameters (0: off)."""
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0")
         _check(self.rollout_batch_size >= 0, "train.rollout_batch_size", "must be >= 0")
-        _check(self.learning_rate > 0, "train.learning_rate", "must be > 0")
-        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-        _check(self.scheduler in ("linear", "cosine", "constant"), "train.scheduler",
-               f"'{self.scheduler}' is not one of linear, cosine, constant")
-        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
-        _check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
+        super().__post_init__()
 
 
 @dataclass

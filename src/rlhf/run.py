@@ -11,6 +11,7 @@ safetensors and optimizer state with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -189,6 +190,21 @@ class Run:
         lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
         self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+SCHEDULER_NAMES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+def adamw_with_schedule(parameters, *, learning_rate: float, weight_decay: float,
+                        scheduler: str, warmup_ratio: float, total_steps: int):
+    """AdamW and its learning-rate schedule (linear warmup, then linear/cosine/constant)."""
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    schedule = get_scheduler(SCHEDULER_NAMES[scheduler], optimizer,
+                             num_warmup_steps=math.ceil(warmup_ratio * total_steps),
+                             num_training_steps=total_steps)
+    return optimizer, schedule
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:

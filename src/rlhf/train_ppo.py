@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from rlhf.algo.advantages import gae
 from rlhf.algo.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3
@@ -52,10 +51,9 @@ from rlhf.rollout import (
     response_logprobs,
     response_values,
 )
-from rlhf.run import Run, TrainingState
+from rlhf.run import Run, TrainingState, adamw_with_schedule
 from rlhf.scoring import RewardModelScorer, is_function_spec, load_function_scorer
 
-SCHEDULER_NAMES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
 
 
@@ -336,13 +334,11 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
         max_samples=cfg.data.max_samples, seed=cfg.run.seed)
     score_prompts = _score_prompts(cfg, prompts)
     schedule = IterationSchedule(len(prompt_ids), cfg)
-    optimizer = torch.optim.AdamW(
+    optimizer, scheduler = adamw_with_schedule(
         list(models.policy.parameters()) + list(models.value.parameters()),
-        lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
-    updates = schedule.iterations * cfg.ppo.ppo_epochs * cfg.ppo.num_minibatches
-    scheduler = get_scheduler(SCHEDULER_NAMES[cfg.train.scheduler], optimizer,
-                              num_warmup_steps=math.ceil(cfg.train.warmup_ratio * updates),
-                              num_training_steps=updates)
+        learning_rate=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay,
+        scheduler=cfg.train.scheduler, warmup_ratio=cfg.train.warmup_ratio,
+        total_steps=schedule.iterations * cfg.ppo.ppo_epochs * cfg.ppo.num_minibatches)
     policy, value, optimizer = run.accelerator.prepare(models.policy, models.value, optimizer)
     checkpointed = {"models": {"policy": policy, "value": value},
                     "optimizers": {"ppo": optimizer}, "schedulers": {"ppo": scheduler}}

@@ -7,13 +7,11 @@ accelerate, checkpoints and metrics in `rlhf.run`.
 from __future__ import annotations
 
 import json
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from rlhf.config import RewardConfig
 from rlhf.data.batching import collate_preferences, epoch_batches
@@ -30,9 +28,7 @@ from rlhf.models import (
     sequence_scores,
 )
 from rlhf.report import plot_reward_run
-from rlhf.run import Run, TrainingState
-
-SCHEDULER_NAMES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+from rlhf.run import Run, TrainingState, adamw_with_schedule
 
 
 @dataclass
@@ -117,11 +113,10 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
     data = prepare_reward_data(cfg, tokenizer)
     _announce(run, data)
     total_steps = _total_steps(cfg, len(data.train.best))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.learning_rate,
-                                  weight_decay=cfg.train.weight_decay)
-    scheduler = get_scheduler(SCHEDULER_NAMES[cfg.train.scheduler], optimizer,
-                              num_warmup_steps=math.ceil(cfg.train.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    optimizer, scheduler = adamw_with_schedule(
+        model.parameters(), learning_rate=cfg.train.learning_rate,
+        weight_decay=cfg.train.weight_decay, scheduler=cfg.train.scheduler,
+        warmup_ratio=cfg.train.warmup_ratio, total_steps=total_steps)
     model, optimizer = run.accelerator.prepare(model, optimizer)
     checkpointed = {"models": {"model": model}, "optimizers": {"model": optimizer},
                     "schedulers": {"model": scheduler}}

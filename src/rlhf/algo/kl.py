@@ -6,38 +6,54 @@ import torch
 
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """logp - logp_ref: unbiased for KL(pi || ref) on samples from pi, but can be negative
-    per token (Schulman, "Approximating KL divergence"). Ziegler et al. 2019 use it."""
+    """(B, R) logp - logp_ref per token: the k1 estimator of KL(pi || ref).
+
+    Unbiased on samples from pi but negative on some tokens; it is the per-token penalty of
+    Ziegler et al. 2019 and of the N+ details (Schulman, "Approximating KL divergence").
+    """
     return logprobs - ref_logprobs
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """(r - 1) - log r with r = p_ref / p: unbiased and never negative, lower variance."""
-    log_ratio = ref_logprobs - logprobs
+    """(B, R) (r - 1) - log r with r = p_ref / p: the k3 estimator of KL(pi || ref).
+
+    Unbiased on samples from pi, never negative and of lower variance than k1 (Schulman,
+    "Approximating KL divergence"). expm1 keeps r - 1 accurate when r is close to 1.
+    """
+    log_ratio = ref_logprobs - logprobs  # (B, R) log r
     return torch.expm1(log_ratio) - log_ratio
 
 
 class AdaptiveKLController:
-    """Ziegler et al. 2019: beta *= 1 + clip(KL / target - 1, -0.2, 0.2) * n_steps / horizon."""
+    """Ziegler et al. 2019: beta *= 1 + clip(KL / target - 1, -0.2, 0.2) * n_steps / horizon.
+
+    The clip bounds how fast beta moves on one noisy KL reading; n_steps / horizon makes the
+    adaptation rate independent of the batch size (n_steps = episodes seen since last update).
+    """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        if target <= 0 or horizon <= 0:
+            raise ValueError(f"KL target ({target}) and horizon ({horizon}) must be positive")
         self.value = float(init_kl_coef)
         self.target = float(target)
         self.horizon = int(horizon)
 
     def update(self, current_kl: float, n_steps: int) -> None:
-        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
 
     def state_dict(self) -> dict:
+        """Plain numbers (JSON-serialisable) for an exact resume."""
         return {"value": self.value, "target": self.target, "horizon": self.horizon}
 
     def load_state_dict(self, state: dict) -> None:
-        self.value, self.target, self.horizon = state["value"], state["target"], state["horizon"]
+        self.value = float(state["value"])
+        self.target = float(state["target"])
+        self.horizon = int(state["horizon"])
 
 
 class FixedKLController:
-    """A constant beta with the controller interface."""
+    """A constant beta with the controller interface; update is a no-op."""
 
     def __init__(self, kl_coef: float):
         self.value = float(kl_coef)
@@ -46,7 +62,8 @@ class FixedKLController:
         del current_kl, n_steps
 
     def state_dict(self) -> dict:
+        """Plain numbers (JSON-serialisable) for an exact resume."""
         return {"value": self.value}
 
     def load_state_dict(self, state: dict) -> None:
-        self.value = state["value"]
+        self.value = float(state["value"])

@@ -1,0 +1,92 @@
+"""kl: the k1 and k3 estimators and the KL controllers."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from rlhf.algo.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3
+
+LOGP = torch.tensor([[-1.0, -2.0, -0.3]])
+REF = torch.tensor([[-1.5, -1.0, -0.3]])
+
+
+def test_k1_by_hand():
+    # logp - ref: -1 + 1.5 = 0.5; -2 + 1 = -1 (k1 can be negative); equal -> 0
+    assert_close(kl_k1(LOGP, REF), torch.tensor([[0.5, -1.0, 0.0]]))
+
+
+def test_k3_by_hand():
+    # log r = ref - logp = -0.5, 1, 0; k3 = (r - 1) - log r
+    # e^-0.5 - 1 + 0.5 = 0.1065306597; e - 1 - 1 = 0.7182818285; 1 - 1 - 0 = 0
+    expected = torch.tensor([[math.exp(-0.5) - 0.5, math.e - 2.0, 0.0]])
+    assert_close(kl_k3(LOGP, REF), expected)
+
+
+def test_k3_is_never_negative():
+    generator = torch.Generator().manual_seed(0)
+    logp = torch.randn(64, 32, generator=generator) * 3
+    ref = torch.randn(64, 32, generator=generator) * 3
+    assert (kl_k3(logp, ref) >= 0).all()
+    assert (kl_k1(logp, ref) < 0).any()  # while k1 is, on some tokens
+
+
+def test_k1_and_k3_are_unbiased_on_samples_from_the_policy():
+    # KL(p || q) = sum p log(p / q) for p = (0.5, 0.3, 0.2), q = (0.2, 0.3, 0.5)
+    p, q = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.3, 0.5])
+    exact = float((p * (p / q).log()).sum())  # 0.2748872
+    generator = torch.Generator().manual_seed(0)
+    samples = torch.multinomial(p, 200_000, replacement=True, generator=generator)
+    logp, ref = p.log()[samples], q.log()[samples]
+    assert abs(float(kl_k1(logp, ref).mean()) - exact) < 0.01
+    assert abs(float(kl_k3(logp, ref).mean()) - exact) < 0.01
+
+
+@pytest.mark.parametrize(("current_kl", "expected"), [
+    (6.6, 0.2 * (1 + 0.1 * 100 / 10_000)),  # 6.6 / 6 - 1 = 0.1 -> 0.2002
+    (5.4, 0.2 * (1 - 0.1 * 100 / 10_000)),  # -0.1 -> 0.1998
+    (12.0, 0.2 * (1 + 0.2 * 100 / 10_000)),  # 12 / 6 - 1 = 1, clipped to 0.2 -> 0.2004
+    (0.0, 0.2 * (1 - 0.2 * 100 / 10_000)),  # -1, clipped to -0.2 -> 0.1996
+    (6.0, 0.2),  # on target: unchanged
+])
+def test_adaptive_kl_update(current_kl, expected):
+    controller = AdaptiveKLController(init_kl_coef=0.2, target=6.0, horizon=10_000)
+    controller.update(current_kl, n_steps=100)
+    assert controller.value == pytest.approx(expected, rel=1e-12)
+
+
+def test_adaptive_kl_moves_towards_target_over_many_updates():
+    controller = AdaptiveKLController(0.2, target=6.0, horizon=1_000)
+    for _ in range(10):
+        controller.update(30.0, n_steps=64)  # clipped error 0.2 each time
+    assert controller.value == pytest.approx(0.2 * (1 + 0.2 * 64 / 1_000) ** 10, rel=1e-12)
+
+
+def test_adaptive_kl_state_dict_round_trip_resumes_exactly():
+    controller = AdaptiveKLController(0.05, target=3.0, horizon=500)
+    controller.update(4.0, n_steps=32)
+    state = json.loads(json.dumps(controller.state_dict()))  # plain JSON numbers
+    resumed = AdaptiveKLController(1.0, target=1.0, horizon=1)
+    resumed.load_state_dict(state)
+    for kl in (2.0, 5.0, 3.3):
+        controller.update(kl, n_steps=32)
+        resumed.update(kl, n_steps=32)
+        assert resumed.value == controller.value
+
+
+def test_adaptive_kl_rejects_a_non_positive_target_or_horizon():
+    with pytest.raises(ValueError, match="target"):
+        AdaptiveKLController(0.1, target=0.0, horizon=10)
+    with pytest.raises(ValueError, match="horizon"):
+        AdaptiveKLController(0.1, target=1.0, horizon=0)
+
+
+def test_fixed_kl_controller():
+    controller = FixedKLController(0.05)
+    controller.update(100.0, n_steps=1_000)
+    assert controller.value == 0.05
+    resumed = FixedKLController(1.0)
+    resumed.load_state_dict(json.loads(json.dumps(controller.state_dict())))
+    assert resumed.value == 0.05
