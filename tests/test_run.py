@@ -109,3 +109,13 @@ def test_optimizer_state_loads_without_pickle(tmp_path: Path) -> None:
     torch.load(path / "optimizer-m.pt", weights_only=True)
     torch.load(path / "scheduler-m.pt", weights_only=True)
     assert (path / "m.safetensors").is_file()
+
+
+def test_missing_tracker_package_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(UserError, match="pip install 'rlhf\\[wandb\\]'"):
+        make_run(tmp_path, report_to=["wandb"])

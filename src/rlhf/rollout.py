@@ -106,7 +106,8 @@ def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_i
     with clock("time/forward"):
         logprobs = response_logprobs(policy, *args, temperature)  # (B, R)
         ref_logprobs = response_logprobs(reference, *args, temperature)  # (B, R)
-        values = response_values(value_model, *args)  # (B, R)
+        values = response_values(value_model, *args) if value_model is not None \
+            else torch.zeros_like(logprobs)  # (B, R); no value model when only evaluating
     with clock("time/score"):
         responses = decode_responses(tokenizer, response_ids, response_mask, stop_token_ids)
         scores = scorer(score_prompts, responses).to(query_ids.device).float()  # (B,)

@@ -60,6 +60,7 @@ class Run:
     """One training run: its Accelerator, directory, metric sinks and checkpoints."""
 
     def __init__(self, run_config: RunConfig, config: Any, *, stage: str):
+        _check_sinks_installed(run_config.report_to)
         self.config = run_config
         self.output_dir = Path(run_config.output_dir)
         self.accelerator = Accelerator(
@@ -205,6 +206,17 @@ def adamw_with_schedule(parameters, *, learning_rate: float, weight_decay: float
                              num_warmup_steps=math.ceil(warmup_ratio * total_steps),
                              num_training_steps=total_steps)
     return optimizer, schedule
+
+
+def _check_sinks_installed(sinks: list[str]) -> None:
+    """A missing tracker package is a set-up mistake the user can fix, said before any work."""
+    import importlib.util
+
+    for sink in sinks:
+        module = {"tensorboard": "tensorboard", "wandb": "wandb"}[sink]
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"run.report_to includes '{sink}' but the package is not installed; "
+                            f"pip install 'rlhf[{sink}]' or remove it from run.report_to")
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
