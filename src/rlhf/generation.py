@@ -10,6 +10,7 @@ every row has stopped or `max_new_tokens` is reached.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -50,9 +51,13 @@ def sample_responses(
         if bool(done.all()) or len(tokens) == max_new_tokens:
             break
         attention = torch.cat([attention, attention.new_ones(len(token), 1)], dim=1)
-        output = model(input_ids=token[:, None], attention_mask=attention,
-                       position_ids=next_position, past_key_values=output.past_key_values,
-                       use_cache=True)
+        with warnings.catch_warnings():
+            # transformers 5.2x renames `past_key_values` to `cache` (old name works until
+            # 5.40); older releases only know the old name, so we keep it and stay quiet.
+            warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated")
+            output = model(input_ids=token[:, None], attention_mask=attention,
+                           position_ids=next_position, past_key_values=output.past_key_values,
+                           use_cache=True)
         next_position = next_position + 1
     return torch.stack(tokens, dim=1)  # (B, R)
 
