@@ -13,6 +13,7 @@ import re
 
 import torch
 
+from rlhf.data.batching import pad_sequences
 from rlhf.data.preferences import encode_prompt_response
 from rlhf.data.sources import load_rows
 from rlhf.errors import UserError
@@ -56,21 +57,10 @@ class RewardModelScorer:
         for start in range(0, len(prompts), self.batch_size):
             ids = self.encode(prompts[start:start + self.batch_size],
                               responses[start:start + self.batch_size])
-            input_ids, attention_mask = pad_right(ids, self.tokenizer.pad_token_id)
+            input_ids, attention_mask = pad_sequences(ids, self.tokenizer.pad_token_id)
             scores.append(sequence_scores(self.model, input_ids.to(self.device),
                                           attention_mask.to(self.device)).float().cpu())
         return torch.cat(scores) if scores else torch.zeros(0)
-
-
-def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) ids and bool attention mask for ragged id lists, padded on the right."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.bool)  # (B, T)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        attention_mask[row, :len(sequence)] = True
-    return input_ids, attention_mask
 
 
 def score_pair(reward_model: str, prompt: str, response: str, **kwargs) -> float:

@@ -43,6 +43,28 @@ def epoch_batches(n_examples: int, batch_size: int, *, seed: int, epoch: int,
     return batches
 
 
+def pad_sequences(sequences: list[list[int]], pad_id: int,
+                  side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (B, T) with T the longest sequence; mask True on real tokens.
+
+    The mask comes from the lengths, never from `ids == pad_id` (pad may equal EOS).
+    """
+    if not sequences:
+        raise ValueError("pad_sequences needs at least one sequence")
+    if side not in ("right", "left"):
+        raise ValueError(f"padding side must be 'right' or 'left', got {side!r}")
+    if pad_id is None:
+        raise ValueError("pad_id is None: give the tokenizer a pad token first")
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(sequences), width), dtype=torch.bool)  # (B, T)
+    for row, sequence in enumerate(sequences):
+        start = 0 if side == "right" else width - len(sequence)
+        ids[row, start:start + len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, start:start + len(sequence)] = True
+    return ids, mask
+
+
 def collate_preferences(tok: TokenizedPreferences, indices: list[int], pad_id: int,
                         padding_side: str = "right") -> dict:
     """Padded tensors for the examples at `indices`, every response in one forward pass.
@@ -53,19 +75,9 @@ def collate_preferences(tok: TokenizedPreferences, indices: list[int], pad_id: i
     """
     if not indices:
         raise ValueError("collate_preferences needs at least one example index")
-    if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-    if pad_id is None:
-        raise ValueError("pad_id is None: give the tokenizer a pad token first")
     n_responses = len(tok.input_ids[indices[0]])
     rows = [tok.input_ids[i][position] for position in range(n_responses) for i in indices]
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B*N, T)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # (B*N, T)
-    for row, ids in enumerate(rows):
-        start = 0 if padding_side == "right" else width - len(ids)
-        input_ids[row, start:start + len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, start:start + len(ids)] = True
+    input_ids, attention_mask = pad_sequences(rows, pad_id, padding_side)  # (B*N, T)
     margin = None
     if tok.margins is not None:
         margin = torch.tensor([tok.margins[i] for i in indices], dtype=torch.float32)  # (B,)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rlhf.data.batching import pad_sequences
 from rlhf.data.sources import load_rows, row_location
 from rlhf.errors import UserError
 
@@ -521,20 +522,9 @@ def _subsample(prompt_set: PromptSet, max_samples: int, seed: int) -> None:
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask), both (B, T) with T the longest sequence: real tokens flush right (so every
-    row's next token is generated at the same position), mask True on real tokens."""
-    if not sequences:
-        raise ValueError("left_pad needs at least one sequence")
-    if pad_id is None:
-        raise ValueError("left_pad needs a pad id; set tokenizer.pad_token first")
-    width = max(len(sequence) for sequence in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(sequences), width), dtype=torch.bool)  # (B, T)
-    for row, sequence in enumerate(sequences):
-        if sequence:
-            ids[row, width - len(sequence):] = torch.tensor(sequence, dtype=torch.long)
-            mask[row, width - len(sequence):] = True
-    return ids, mask
+    """(ids, mask), both (B, T): real tokens flush right, so every row's next token is
+    generated at the same position; mask True on real tokens."""
+    return pad_sequences(sequences, pad_id, side="left")
 
 
 def prompt_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[list[int]]:
