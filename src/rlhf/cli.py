@@ -63,6 +63,12 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"generated {count} responses -> {args.output}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from rlhf.report_html import write_report
+
+    print(write_report(args.run_dir))
+
+
 def _columns(pairs: list[str]) -> dict[str, str]:
     mapping = {}
     for pair in pairs or []:
@@ -122,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", default=None, help="JSONL written with a score field added")
     _add_batching(score)
     score.set_defaults(handler=_score)
+
+    report = commands.add_parser("report", help="write a self-contained report.html of a run")
+    report.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a run directory, or a pipeline folder of stage runs (demo)")
+    report.set_defaults(handler=_report)
     return parser
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,13 +28,14 @@ def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_curves(records: list[dict], keys: list[str], title: str, path: Path) -> Path | None:
-    """One line per metric key against the optimizer step; None when no key has data."""
+def curves_figure(records: list[dict], keys: list[str], title: str, *,
+                  width: float = 6.0, height: float = 3.6):
+    """A figure with one line per metric key against the optimizer step; None without data."""
     drawn = [(key, *series(records, key)) for key in keys]
     drawn = [d for d in drawn if d[1]]
     if not drawn:
         return None
-    figure, axes = plt.subplots(figsize=(6, 3.6), dpi=100)
+    figure, axes = plt.subplots(figsize=(width, height), dpi=100)
     for key, steps, values in drawn:
         axes.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3,
                   label=key)
@@ -41,23 +44,55 @@ def plot_curves(records: list[dict], keys: list[str], title: str, path: Path) ->
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
+    return figure
+
+
+def plot_curves(records: list[dict], keys: list[str], title: str, path: Path) -> Path | None:
+    """One line per metric key against the optimizer step; None when no key has data."""
+    figure = curves_figure(records, keys, title)
+    if figure is None:
+        return None
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def score_histogram_figure(scores: dict[str, list[float]]):
+    """Overlaid histograms of held-out scores for chosen and rejected responses.
+
+    All series share one set of bins: per-series bins over a narrow range (a well-separated
+    reward model) draw bars too thin to see, and shared bins make the overlap comparable.
+    """
+    figure, axes = plt.subplots(figsize=(6, 3.6), dpi=100)
+    drawn = {label: values for label, values in scores.items() if len(values)}
+    if drawn:
+        bins = np.histogram_bin_edges(np.concatenate([np.asarray(v, dtype=float)
+                                                      for v in drawn.values()]), bins=40)
+        for label, values in drawn.items():
+            axes.hist(values, bins=bins, alpha=0.55, label=f"{label} (n={len(values)})")
+        axes.legend()
+    axes.set_xlabel("reward-model score")
+    axes.set_title("held-out scores")
+    figure.tight_layout()
+    return figure
 
 
 def plot_score_histogram(scores: dict[str, list[float]], path: Path) -> Path:
     """Overlaid histograms of held-out scores for chosen and rejected responses."""
-    figure, axes = plt.subplots(figsize=(6, 3.6), dpi=100)
-    for label, values in scores.items():
-        axes.hist(values, bins=30, alpha=0.55, label=f"{label} (n={len(values)})")
-    axes.set_xlabel("reward-model score")
-    axes.set_title("held-out scores")
-    axes.legend()
-    figure.tight_layout()
+    figure = score_histogram_figure(scores)
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def figure_png(figure, dpi: int = 150) -> bytes:
+    """The figure as PNG bytes (for embedding in HTML); closes the figure."""
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
 
 
 def plot_reward_run(run_dir: str | Path) -> list[Path]:
