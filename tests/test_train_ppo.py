@@ -43,7 +43,7 @@ def test_tiny_ppo_raises_the_score_with_bounded_kl(tiny_run: Path) -> None:
     assert last > first + 0.5, (first, last)  # scores are normalised: std 1 at the start
     assert max(r["objective/kl"] for r in rows) < 10.0
     for name in ("metrics.jsonl", "samples.jsonl", "score.png", "kl.png", "kl_coef.png",
-                 "entropy.png", "length.png", "config.yaml"):
+                 "entropy.png", "length.png", "config.yaml", "report.html"):
         assert (tiny_run / name).is_file(), name
     AutoModelForCausalLM.from_pretrained(tiny_run / "policy")
 

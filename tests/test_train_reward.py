@@ -37,7 +37,7 @@ def test_tiny_config_learns_the_preference(trained) -> None:
     out, metrics = trained
     assert metrics["eval/accuracy"] >= 0.9
     for name in ("config.yaml", "metrics.jsonl", "loss.png", "accuracy.png", "scores.png",
-                 "eval_scores.json"):
+                 "eval_scores.json", "report.html"):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
     assert any("train/loss" in r for r in records) and any("eval/accuracy" in r for r in records)

@@ -44,6 +44,7 @@ from rlhf.models import (
     value_model_from_reward,
 )
 from rlhf.report import plot_ppo_run
+from rlhf.report_html import write_report
 from rlhf.rollout import (
     Texts,
     collect_rollout,
@@ -508,5 +509,6 @@ def _save_final(run: Run, policy, value, tokenizer) -> None:
         save_pretrained_atomic(run.accelerator.unwrap_model(value), tokenizer,
                                run.output_dir / "value")
         plot_ppo_run(run.output_dir)
+        print(f"[rlhf] report: {write_report(run.output_dir)}", flush=True)
         print(f"[rlhf] policy saved to {run.output_dir / 'policy'}", flush=True)
     run.accelerator.wait_for_everyone()

@@ -28,6 +28,7 @@ from rlhf.models import (
     sequence_scores,
 )
 from rlhf.report import plot_reward_run
+from rlhf.report_html import write_report
 from rlhf.run import Run, TrainingState, adamw_with_schedule
 
 
@@ -157,6 +158,7 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
     _save_final_model(cfg, run, model, tokenizer, data)
     if run.is_main:
         plot_reward_run(run.output_dir)
+        print(f"[rlhf] report: {write_report(run.output_dir)}", flush=True)
     run.finish()
     return final
 
