@@ -14,6 +14,13 @@ import sys
 from rlhf.errors import UserError
 
 
+def _train_sft(args: argparse.Namespace) -> None:
+    from rlhf.config import SFTConfig, load_config
+    from rlhf.train_sft import train_sft
+
+    train_sft(load_config(SFTConfig, args.config, args.overrides))
+
+
 def _train_reward(args: argparse.Namespace) -> None:
     from rlhf.config import RewardConfig, load_config
     from rlhf.train_reward import train_reward
@@ -84,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlhf", description=(
         "Reinforcement Learning from Human Feedback on Hugging Face models."))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sft = commands.add_parser("train-sft", help="supervised fine-tuning of a causal LM on "
+                              "(prompt, response) pairs, loss on the response only")
+    sft.add_argument("--config", required=True, help="YAML config file (see configs/sft/)")
+    sft.add_argument("overrides", nargs="*", help="dotted overrides: key=value ...")
+    sft.set_defaults(handler=_train_sft)
 
     train = commands.add_parser("train-reward", help="train a reward model on preference pairs")
     train.add_argument("--config", required=True, help="YAML config file (see configs/reward/)")

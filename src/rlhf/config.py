@@ -505,3 +505,102 @@ class PPOConfig:
         _check(per_minibatch % micro == 0, "train.micro_batch_size",
                f"{micro} does not divide the minibatch of {per_minibatch} sequences")
         return per_process, per_minibatch, micro
+
+
+# ---------------------------------------------------------------------------------------------
+# SFT
+
+SFT_COLUMNS = ("prompt", "response", "messages")
+
+
+@dataclass
+class SFTDataConfig:
+    """(prompt, response) examples for supervised fine-tuning, and how to tokenise them."""
+
+    path: str = MISSING
+    """Hub dataset name, local file (.json/.jsonl/.jsonl.gz/.csv/.parquet), folder, save_to_disk
+    folder, 'builtin:descriptiveness-sft' (synthetic scene openings with their plain
+    continuation) or 'builtin:descriptiveness' (the preference data; trains on 'chosen')."""
+    name: str | None = None
+    """Hub dataset configuration name, if the dataset has several."""
+    split: str = "train"
+    """Split to train on."""
+    test_split: str = "test"
+    """Split to evaluate on when the dataset has it; otherwise test_fraction is held out."""
+    test_fraction: float = 0.1
+    """Fraction of the training rows held out (seeded) when there is no test split."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Maps canonical names (prompt, response, messages) to the data's columns, e.g.
+    {response: chosen}. Without it the response is 'response', 'completion' or 'chosen'."""
+    max_length: int = 512
+    """Token limit per example (prompt + response + EOS); longer ones lose the start of the
+    prompt, and only a response that alone is too long loses its end."""
+    max_samples: int | None = None
+    """Use at most this many training (and test) examples; None for all."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (shuffled batch order) to cut padding."""
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)")
+        unknown = sorted(set(self.columns) - set(SFT_COLUMNS))
+        _check(not unknown, "data.columns",
+               f"unknown name(s) {', '.join(unknown)}; use {', '.join(SFT_COLUMNS)}")
+        _check(self.max_length >= 8, "data.max_length", "must be >= 8")
+        _check(self.max_samples is None or self.max_samples >= 1, "data.max_samples",
+               "must be >= 1 or null")
+
+
+@dataclass
+class SFTModelConfig:
+    """The causal language model to fine-tune (later the PPO policy)."""
+
+    name_or_path: str = MISSING
+    """Hub model name, local save_pretrained folder, or 'builtin:tiny-gpt2' (a tiny
+    random-weight GPT-2 with a tokenizer trained locally)."""
+    disable_dropout: bool = True
+    """Turn dropout off, so the model trains as PPO will run it (PPO keeps dropout off)."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub repository to run. Off unless you trust the repository."""
+
+
+@dataclass
+class SFTTrainConfig(OptimizerConfig):
+    """Optimisation of the policy on response tokens."""
+
+    epochs: int = 1
+    """Passes over the training examples."""
+    batch_size: int = 16
+    """Examples per optimizer step, over all processes and accumulation."""
+    micro_batch_size: int = 0
+    """Examples per forward/backward pass on one process; 0 means batch_size / processes.
+    batch_size must be a multiple of micro_batch_size * processes (gradient accumulation)."""
+    eval_batch_size: int = 32
+    """Examples per forward pass during evaluation."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: run all epochs)."""
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0")
+        _check(self.micro_batch_size == 0 or self.batch_size % self.micro_batch_size == 0,
+               "train.batch_size",
+               f"{self.batch_size} is not a multiple of train.micro_batch_size "
+               f"{self.micro_batch_size}")
+        _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
+        _check(self.max_steps >= 0, "train.max_steps", "must be >= 0")
+        super().__post_init__()
+
+    # The same split of a step into processes and micro-batches as the reward stage.
+    micro_batches_per_step = RewardTrainConfig.micro_batches_per_step
+
+
+@dataclass
+class SFTConfig:
+    """`rlhf train-sft`: supervised fine-tuning of a causal LM on (prompt, response) pairs,
+    with the loss on response tokens only."""
+
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/sft"))
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    model: SFTModelConfig = field(default_factory=SFTModelConfig)
+    train: SFTTrainConfig = field(default_factory=SFTTrainConfig)

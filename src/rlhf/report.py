@@ -128,3 +128,11 @@ def plot_ppo_run(run_dir: str | Path) -> list[Path]:
     written = [plot_curves(records, keys, title, run_dir / name)
                for name, keys, title in PPO_PANELS]
     return [path for path in written if path is not None]
+
+
+def plot_sft_run(run_dir: str | Path) -> list[Path]:
+    """loss.png (train and held-out loss, nats per response token) for an SFT run."""
+    run_dir = Path(run_dir)
+    written = plot_curves(read_metrics(run_dir), ["train/loss", "eval/loss"],
+                          "SFT loss (nats per response token)", run_dir / "loss.png")
+    return [] if written is None else [written]
