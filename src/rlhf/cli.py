@@ -76,6 +76,14 @@ def _report(args: argparse.Namespace) -> None:
     print(write_report(args.run_dir))
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from rlhf.demo import run_demo
+
+    failures = run_demo(args.output_dir, quick=args.quick).failures()
+    if failures:
+        raise UserError("the demo did not show what it should: " + "; ".join(failures))
+
+
 def _columns(pairs: list[str]) -> dict[str, str]:
     mapping = {}
     for pair in pairs or []:
@@ -132,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--batch-size", type=int, default=16)
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(handler=_generate)
+
+    demo = commands.add_parser("demo", help="the whole pipeline offline on tiny models")
+    demo.add_argument("--output-dir", default="runs/demo", help="run directory of the demo")
+    demo.add_argument("--quick", action="store_true", help="smaller sizes (the CI test)")
+    demo.set_defaults(handler=_demo)
 
     score = commands.add_parser("score", help="score (prompt, response) text with a reward model")
     score.add_argument("--reward-model", required=True, help="reward model folder or hub name")
