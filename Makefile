@@ -28,8 +28,9 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
+# The whole pipeline offline on tiny models: SFT, reward model, PPO, report.html.
 demo: setup
-	$(BIN)/rlhf train-reward --config configs/reward/tiny.yaml run.output_dir=runs/demo-reward
+	$(BIN)/rlhf demo --output-dir runs/demo
 
 # Each benchmark prints a markdown table; BENCHMARKS.md records them with command and machine.
 bench: setup

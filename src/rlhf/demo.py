@@ -36,6 +36,9 @@ QUICK_OVERRIDES = {
 MIN_REWARD_ACCURACY = 0.95
 MIN_SCORE_GAIN_IN_STD = 1.0
 EVAL_PROMPTS = 64
+# Share of SFT examples with the vivid continuation: enough for PPO to find vivid text, few
+# enough that the SFT policy's mean score leaves room to rise.
+VIVID_SFT_FRACTION = 0.25
 
 
 @dataclass
@@ -83,9 +86,9 @@ def run_demo(output_dir: str | Path, *, quick: bool = False) -> DemoResult:
 
     output_dir = Path(output_dir)
     _header(1, "data and tokenizers (built in, offline)")
-    _show_data()
+    sft_data = _write_sft_data(output_dir)
     _header(2, "SFT: teach a tiny GPT-2-style policy to continue scenes")
-    train_sft(stage_config("sft", output_dir, quick, []))
+    train_sft(stage_config("sft", output_dir, quick, [f"data.path={sft_data}"]))
     _header(3, "reward model: vivid continuations preferred to plain ones")
     reward_metrics = train_reward(stage_config("reward", output_dir, quick, []))
     _header(4, "PPO: tune the policy against the reward model")
@@ -106,12 +109,28 @@ def run_demo(output_dir: str | Path, *, quick: bool = False) -> DemoResult:
     return result
 
 
-def _show_data() -> None:
+def _write_sft_data(output_dir: Path) -> Path:
+    """SFT examples continuing each scene plainly or vividly at random (seeded).
+
+    The SFT policy must sometimes write vivid text: if it never does, every rollout gets the
+    same reward-model score and PPO has nothing to learn from.
+    """
+    import random
+
     from rlhf.data.synthetic import descriptiveness_pairs
 
-    example = descriptiveness_pairs(1, seed=0)[0]
+    pairs = descriptiveness_pairs(2000, seed=0)
+    example = pairs[0]
     print(f"prompt:   {example['prompt']}\nvivid:    {example['chosen']}\n"
           f"plain:    {example['rejected']}", flush=True)
+    rng = random.Random(0)
+    path = output_dir / "data" / "sft.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for pair in pairs:
+            response = pair["chosen"] if rng.random() < VIVID_SFT_FRACTION else pair["rejected"]
+            handle.write(json.dumps({"prompt": pair["prompt"], "response": response}) + "\n")
+    return path
 
 
 def _before_after(output_dir: Path, cfg) -> dict[str, float]:

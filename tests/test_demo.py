@@ -1,0 +1,25 @@
+"""The reduced demo: the same code path as `rlhf demo`, smaller sizes (marked slow)."""
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+
+from rlhf.demo import MIN_REWARD_ACCURACY, MIN_SCORE_GAIN_IN_STD, run_demo
+
+pytestmark = pytest.mark.slow
+
+
+def test_reduced_demo_shows_what_the_demo_must_show(tmp_path: Path) -> None:
+    result = run_demo(tmp_path / "demo", quick=True)
+    assert result.failures() == []
+    assert result.reward_accuracy >= MIN_REWARD_ACCURACY
+    assert result.score_gain_in_std >= MIN_SCORE_GAIN_IN_STD
+    assert result.kl_mean < result.kl_target
+    html = result.report.read_text(encoding="utf-8")
+    for section in ('id="sft"', 'id="reward"', 'id="ppo"'):
+        assert section in html
+    images = re.findall(r'data:image/png;base64,([A-Za-z0-9+/=]+)', html)
+    assert images and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    assert (tmp_path / "demo" / "before_after.jsonl").is_file()
