@@ -30,7 +30,7 @@ test-fast: setup
 
 # The whole pipeline offline on tiny models: SFT, reward model, PPO, report.html.
 demo: setup
-	$(BIN)/rlhf demo --output-dir runs/demo
+	$(BIN)/rlhf demo
 
 # Each benchmark prints a markdown table; BENCHMARKS.md records them with command and machine.
 bench: setup

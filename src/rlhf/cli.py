@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from rlhf.errors import UserError
 
@@ -79,7 +80,9 @@ def _report(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from rlhf.demo import run_demo
 
-    failures = run_demo(args.output_dir, quick=args.quick).failures()
+    # A fresh directory per run: stages refuse to overwrite a finished run's checkpoints.
+    output_dir = args.output_dir or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    failures = run_demo(output_dir, quick=args.quick).failures()
     if failures:
         raise UserError("the demo did not show what it should: " + "; ".join(failures))
 
@@ -142,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(handler=_generate)
 
     demo = commands.add_parser("demo", help="the whole pipeline offline on tiny models")
-    demo.add_argument("--output-dir", default="runs/demo", help="run directory of the demo")
+    demo.add_argument("--output-dir", default=None,
+                      help="run directory of the demo (default: runs/demo-<date>-<time>)")
     demo.add_argument("--quick", action="store_true", help="smaller sizes (the CI test)")
     demo.set_defaults(handler=_demo)
 
