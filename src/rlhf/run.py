@@ -208,6 +208,25 @@ def adamw_with_schedule(parameters, *, learning_rate: float, weight_decay: float
     return optimizer, schedule
 
 
+def gradient_norm_after_clipping(accelerator, model, max_grad_norm: float) -> float:
+    """Clip the gradient norm to `max_grad_norm` (0: no clipping); the norm before clipping."""
+    if max_grad_norm > 0:
+        return float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+    norms = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+def total_optimizer_steps(n_examples: int, *, batch_size: int, epochs: int,
+                          max_steps: int) -> int:
+    """Full batches per epoch times epochs, capped by max_steps (0: no cap)."""
+    batches_per_epoch = n_examples // batch_size
+    if batches_per_epoch == 0:
+        raise UserError(f"train.batch_size {batch_size} is larger than the {n_examples} "
+                        "training examples; lower train.batch_size")
+    total = epochs * batches_per_epoch
+    return min(total, max_steps) if max_steps else total
+
+
 def _check_sinks_installed(sinks: list[str]) -> None:
     """A missing tracker package is a set-up mistake the user can fix, said before any work."""
     import importlib.util

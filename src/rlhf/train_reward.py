@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 from rlhf.config import RewardConfig
 from rlhf.data.batching import collate_preferences, epoch_batches
 from rlhf.data.preferences import TokenizedPreferences, load_preferences, tokenize_preferences
-from rlhf.errors import UserError
 from rlhf.evaluate import RewardEvaluation, best_first, evaluate_reward, reward_objective
 from rlhf.models import (
     SCORE_MEAN_KEY,
@@ -29,7 +28,13 @@ from rlhf.models import (
 )
 from rlhf.report import plot_reward_run
 from rlhf.report_html import write_report
-from rlhf.run import Run, TrainingState, adamw_with_schedule
+from rlhf.run import (
+    Run,
+    TrainingState,
+    adamw_with_schedule,
+    gradient_norm_after_clipping,
+    total_optimizer_steps,
+)
 
 
 @dataclass
@@ -84,7 +89,7 @@ def reward_update(model, optimizer, scheduler, accelerator, data: TokenizedPrefe
             accelerator.backward(loss * len(indices) / len(local))
         all_rewards.append(best_first(rewards.detach(), best))
         all_margins.append(margin)
-    grad_norm = _clip(accelerator, model, max_grad_norm)
+    grad_norm = gradient_norm_after_clipping(accelerator, model, max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -95,12 +100,6 @@ def reward_update(model, optimizer, scheduler, accelerator, data: TokenizedPrefe
     return stats.as_dict("train/") | {"train/grad_norm": grad_norm,
                                       "train/lr": scheduler.get_last_lr()[0]}
 
-
-def _clip(accelerator, model, max_grad_norm: float) -> float:
-    if max_grad_norm > 0:
-        return float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
-    norms = [p.grad.norm() for p in model.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def train_reward(cfg: RewardConfig) -> dict[str, float]:
@@ -113,7 +112,9 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
         trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed)
     data = prepare_reward_data(cfg, tokenizer)
     _announce(run, data)
-    total_steps = _total_steps(cfg, len(data.train.best))
+    total_steps = total_optimizer_steps(
+        len(data.train.best), batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps)
     optimizer, scheduler = adamw_with_schedule(
         model.parameters(), learning_rate=cfg.train.learning_rate,
         weight_decay=cfg.train.weight_decay, scheduler=cfg.train.scheduler,
@@ -162,14 +163,6 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
     run.finish()
     return final
 
-
-def _total_steps(cfg: RewardConfig, n_examples: int) -> int:
-    batches_per_epoch = n_examples // cfg.train.batch_size
-    if batches_per_epoch == 0:
-        raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the "
-                        f"{n_examples} training examples; lower train.batch_size")
-    total = cfg.train.epochs * batches_per_epoch
-    return min(total, cfg.train.max_steps) if cfg.train.max_steps else total
 
 
 def _announce(run: Run, data: RewardData) -> None:

@@ -24,7 +24,13 @@ from rlhf.errors import UserError
 from rlhf.models import load_policy, position_ids_from_mask, save_pretrained_atomic
 from rlhf.report import plot_sft_run
 from rlhf.report_html import write_report
-from rlhf.run import Run, TrainingState, adamw_with_schedule
+from rlhf.run import (
+    Run,
+    TrainingState,
+    adamw_with_schedule,
+    gradient_norm_after_clipping,
+    total_optimizer_steps,
+)
 
 
 @dataclass
@@ -91,7 +97,7 @@ def sft_update(model, optimizer, scheduler, accelerator, data: TokenizedSFT, bat
             share = stats.tokens * accelerator.num_processes / global_tokens
             accelerator.backward(loss * share)
         totals += torch.stack([stats.nll_sum, stats.tokens])
-    grad_norm = _clip(accelerator, model, max_grad_norm)
+    grad_norm = gradient_norm_after_clipping(accelerator, model, max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -106,12 +112,6 @@ def _loss_metrics(totals: torch.Tensor, prefix: str) -> dict[str, float]:
     return {f"{prefix}loss": loss, f"{prefix}perplexity": math.exp(min(loss, 700.0)),
             f"{prefix}tokens": tokens}
 
-
-def _clip(accelerator, model, max_grad_norm: float) -> float:
-    if max_grad_norm > 0:
-        return float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
-    norms = [p.grad.norm() for p in model.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 @torch.no_grad()
@@ -148,7 +148,9 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
     _check_length(cfg, model)
     data = prepare_sft_data(cfg, tokenizer)
     _announce(run, data)
-    total_steps = _total_steps(cfg, len(data.train))
+    total_steps = total_optimizer_steps(
+        len(data.train), batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps)
     optimizer, scheduler = adamw_with_schedule(
         model.parameters(), learning_rate=cfg.train.learning_rate,
         weight_decay=cfg.train.weight_decay, scheduler=cfg.train.scheduler,
@@ -202,14 +204,6 @@ def _check_length(cfg: SFTConfig, model) -> None:
                         f"{limit} positions model '{cfg.model.name_or_path}' has; set "
                         f"data.max_length <= {limit}")
 
-
-def _total_steps(cfg: SFTConfig, n_examples: int) -> int:
-    batches_per_epoch = n_examples // cfg.train.batch_size
-    if batches_per_epoch == 0:
-        raise UserError(f"train.batch_size {cfg.train.batch_size} is larger than the "
-                        f"{n_examples} training examples; lower train.batch_size")
-    total = cfg.train.epochs * batches_per_epoch
-    return min(total, cfg.train.max_steps) if cfg.train.max_steps else total
 
 
 def _announce(run: Run, data: SFTDataSplits) -> None:
