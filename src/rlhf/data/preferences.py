@@ -302,6 +302,18 @@ def _best(value, n_samples: int, column: str, where: str) -> int:
     return value
 
 
+def held_out_indices(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, test) example indices: a seeded `test_fraction` held out (at least one, leaving
+    at least one), each part in the original order; the same seed holds out the same ones."""
+    if n < 2:
+        raise UserError(f"only {n} usable example(s): at least 2 are needed to hold out a test "
+                        "set; add rows or give the data a test split")
+    n_test = min(max(round(n * test_fraction), 1), n - 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[n_test:]), sorted(order[:n_test])
+
+
 def split_train_test(data: PreferenceData, test_fraction: float,
                      seed: int) -> tuple[PreferenceData, PreferenceData]:
     """Hold out a seeded `test_fraction` of the examples (at least one, leaving at least one).
@@ -309,17 +321,10 @@ def split_train_test(data: PreferenceData, test_fraction: float,
     Both parts keep the original order of their examples; the same seed always holds out the
     same examples.
     """
-    n = len(data)
-    if n < 2:
-        raise UserError(f"only {n} usable example(s): at least 2 are needed to hold out a test "
-                        "set; add rows or give the data a test split")
-    n_test = min(max(round(n * test_fraction), 1), n - 1)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    test = subset(data, sorted(order[:n_test]))
-    train = subset(data, sorted(order[n_test:]))
-    train.counts["held_out"] = n_test
-    test.counts = {"rows": n_test, "dropped_identical": 0}
+    train_indices, test_indices = held_out_indices(len(data), test_fraction, seed)
+    train, test = subset(data, train_indices), subset(data, test_indices)
+    train.counts["held_out"] = len(test_indices)
+    test.counts = {"rows": len(test_indices), "dropped_identical": 0}
     return train, test
 
 

@@ -32,7 +32,6 @@ appended so the policy learns to stop.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +42,7 @@ from rlhf.data.preferences import (
     _missing_columns_error,
     _require_string,
     _value,
+    held_out_indices,
     render_conversation,
     split_shared_prompt,
 )
@@ -210,17 +210,10 @@ def split_sft(data: SFTData, test_fraction: float, seed: int) -> tuple[SFTData, 
 
     Both parts keep the original order; the same seed always holds out the same examples.
     """
-    n = len(data)
-    if n < 2:
-        raise UserError(f"only {n} usable example(s): at least 2 are needed to hold out a test "
-                        "set; add rows or give the data a test split")
-    n_test = min(max(round(n * test_fraction), 1), n - 1)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    test = subset(data, sorted(order[:n_test]))
-    train = subset(data, sorted(order[n_test:]))
-    train.counts["held_out"] = n_test
-    test.counts = {"rows": n_test, "dropped_empty": 0}
+    train_indices, test_indices = held_out_indices(len(data), test_fraction, seed)
+    train, test = subset(data, train_indices), subset(data, test_indices)
+    train.counts["held_out"] = len(test_indices)
+    test.counts = {"rows": len(test_indices), "dropped_empty": 0}
     return train, test
 
 
