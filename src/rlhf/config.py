@@ -146,21 +146,18 @@ class OptimizerConfig:
 
 
 @dataclass
-class RewardTrainConfig(OptimizerConfig):
-    """Optimisation of the reward model."""
+class BatchTrainConfig(OptimizerConfig):
+    """Epochs and batch splitting of a supervised stage (reward model, SFT)."""
 
     epochs: int = 1
     """Passes over the training examples."""
     batch_size: int = 16
-    """Examples (pairs or lists) per optimizer step, over all processes and accumulation."""
+    """Examples per optimizer step, over all processes and accumulation."""
     micro_batch_size: int = 0
     """Examples per forward/backward pass on one process; 0 means batch_size / processes.
     batch_size must be a multiple of micro_batch_size * processes (gradient accumulation)."""
     eval_batch_size: int = 32
     """Examples per forward pass during evaluation."""
-    center_coef: float = 0.0
-    """Weight of the reward-centering term coef * mean((r_chosen + r_rejected)^2)
-    (Eisenstein et al. 2023); keeps scores near 0. 0 turns it off."""
     max_steps: int = 0
     """Stop after this many optimizer steps (0: run all epochs)."""
 
@@ -173,9 +170,8 @@ class RewardTrainConfig(OptimizerConfig):
                f"{self.batch_size} is not a multiple of train.micro_batch_size "
                f"{self.micro_batch_size}")
         _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
-        super().__post_init__()
-        _check(self.center_coef >= 0, "train.center_coef", "must be >= 0")
         _check(self.max_steps >= 0, "train.max_steps", "must be >= 0")
+        super().__post_init__()
 
     def micro_batches_per_step(self, num_processes: int) -> tuple[int, int]:
         """(micro_batch_size, accumulation steps) for this many processes; checks they divide."""
@@ -187,6 +183,19 @@ class RewardTrainConfig(OptimizerConfig):
                f"{micro} does not divide the {per_process} examples each process gets per step "
                f"(train.batch_size {self.batch_size} / {num_processes} processes)")
         return micro, per_process // micro
+
+
+@dataclass
+class RewardTrainConfig(BatchTrainConfig):
+    """Optimisation of the reward model; batch_size counts pairs (or best-of-N lists)."""
+
+    center_coef: float = 0.0
+    """Weight of the reward-centering term coef * mean((r_chosen + r_rejected)^2)
+    (Eisenstein et al. 2023); keeps scores near 0. 0 turns it off."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.center_coef >= 0, "train.center_coef", "must be >= 0")
 
 
 @dataclass
@@ -564,35 +573,8 @@ class SFTModelConfig:
 
 
 @dataclass
-class SFTTrainConfig(OptimizerConfig):
+class SFTTrainConfig(BatchTrainConfig):
     """Optimisation of the policy on response tokens."""
-
-    epochs: int = 1
-    """Passes over the training examples."""
-    batch_size: int = 16
-    """Examples per optimizer step, over all processes and accumulation."""
-    micro_batch_size: int = 0
-    """Examples per forward/backward pass on one process; 0 means batch_size / processes.
-    batch_size must be a multiple of micro_batch_size * processes (gradient accumulation)."""
-    eval_batch_size: int = 32
-    """Examples per forward pass during evaluation."""
-    max_steps: int = 0
-    """Stop after this many optimizer steps (0: run all epochs)."""
-
-    def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
-        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _check(self.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0")
-        _check(self.micro_batch_size == 0 or self.batch_size % self.micro_batch_size == 0,
-               "train.batch_size",
-               f"{self.batch_size} is not a multiple of train.micro_batch_size "
-               f"{self.micro_batch_size}")
-        _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
-        _check(self.max_steps >= 0, "train.max_steps", "must be >= 0")
-        super().__post_init__()
-
-    # The same split of a step into processes and micro-batches as the reward stage.
-    micro_batches_per_step = RewardTrainConfig.micro_batches_per_step
 
 
 @dataclass
