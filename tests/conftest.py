@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import signal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -52,3 +53,13 @@ def gpt2_tokenizer_dir(gpt2_tokenizer, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("gpt2-tokenizer-dir")
     gpt2_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """A run installs SIGINT/SIGTERM handlers while it trains; a test that stops early (an
+    expected error) must not leave them installed in the test process."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)

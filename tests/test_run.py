@@ -14,8 +14,12 @@ from rlhf.run import Run, TrainingState, list_checkpoints
 
 
 def make_run(tmp_path: Path, **overrides) -> Run:
+    """A started run (directory written); resuming runs restore in the test itself."""
     run_config = RunConfig(output_dir=str(tmp_path / "run"), progress=False, **overrides)
-    return Run(run_config, RewardConfig(run=run_config), stage="test")
+    run = Run(run_config, RewardConfig(run=run_config), stage="test")
+    if not run_config.resume:
+        run.start({}, {}, {})
+    return run
 
 
 def tiny_training():

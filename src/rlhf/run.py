@@ -15,7 +15,12 @@ import math
 import os
 import random
 import re
+import shlex
 import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +32,13 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from rlhf.config import RunConfig, to_yaml
-from rlhf.errors import UserError
+from rlhf.errors import NonFiniteError, StoppedBySignal, UserError
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
+LOG_FILES = ("metrics.jsonl", "samples.jsonl")
+"""Per-step logs (JSON lines with a "step"): cut back to the checkpoint on resume."""
+KILL_POINT_VARIABLE = "RLHF_TEST_KILL_AT"
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -57,22 +65,32 @@ class TrainingState:
 
 
 class Run:
-    """One training run: its Accelerator, directory, metric sinks and checkpoints."""
+    """One training run: its Accelerator, directory, metric sinks and checkpoints.
+
+    Nothing is written until `start`, which a stage calls once its models, data and optimizer
+    are ready: a bad input found while loading them never touches the run directory.
+    """
 
     def __init__(self, run_config: RunConfig, config: Any, *, stage: str):
         _check_sinks_installed(run_config.report_to)
         self.config = run_config
+        self.full_config = config
         self.output_dir = Path(run_config.output_dir)
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(run_config.mixed_precision),
             log_with=list(run_config.report_to) or None,
             project_dir=str(self.output_dir),
         )
-        # Each process draws its own samples and dropout masks, reproducibly.
+        # Each process draws its own dropout masks and shuffles, reproducibly.
         set_seed(run_config.seed + self.accelerator.process_index)
         self.stage = stage
         self.metrics_path = self.output_dir / "metrics.jsonl"
-        self._prepare_directory(config)
+        self._logged: set[tuple[int, tuple[str, ...]]] = set()
+        self._stop_signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        if list_checkpoints(self.output_dir) and not self.config.resume:
+            raise UserError(f"run directory {self.output_dir} already has checkpoints; pass "
+                            "run.resume=true to continue it or choose another run.output_dir")
 
     # -- properties -------------------------------------------------------------------------
 
@@ -84,25 +102,39 @@ class Run:
     def device(self) -> torch.device:
         return self.accelerator.device
 
-    # -- directory and metrics --------------------------------------------------------------
+    # -- start ------------------------------------------------------------------------------
 
-    def _prepare_directory(self, config: Any) -> None:
-        has_checkpoints = bool(list_checkpoints(self.output_dir))
-        if has_checkpoints and not self.config.resume:
-            raise UserError(f"run directory {self.output_dir} already has checkpoints; pass "
-                            "run.resume=true to continue it or choose another run.output_dir")
+    def start(self, models: dict[str, torch.nn.Module], optimizers: dict[str, Any],
+              schedulers: dict[str, Any]) -> TrainingState:
+        """Write config.yaml, restore the newest checkpoint when resuming, and from here on
+        turn SIGINT/SIGTERM into a checkpoint and a clean exit."""
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
+            (self.output_dir / "config.yaml").write_text(to_yaml(self.full_config),
+                                                         encoding="utf-8")
             if not self.config.resume:
-                self.metrics_path.unlink(missing_ok=True)
+                for log in LOG_FILES:
+                    (self.output_dir / log).unlink(missing_ok=True)
         if self.config.report_to:
-            self.accelerator.init_trackers(self.stage, config=_flat_config(config))
+            self.accelerator.init_trackers(self.stage, config=_flat_config(self.full_config))
         self.accelerator.wait_for_everyone()
+        state = self.load_latest(models, optimizers, schedulers) or TrainingState()
+        self._install_signal_handlers()
+        return state
+
+    # -- metrics ----------------------------------------------------------------------------
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        """Append one JSON line to metrics.jsonl (main process) and send to the trackers."""
+        """Append one JSON line to metrics.jsonl (main process) and send to the trackers.
+
+        A resumed run skips a line the run before it already wrote (same step, same keys):
+        e.g. the final evaluation, logged just before the last checkpoint.
+        """
         record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        key = (step, tuple(sorted(metrics)))
+        if key in self._logged:
+            return
+        self._logged.add(key)
         if self.is_main:
             with open(self.metrics_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -119,9 +151,75 @@ class Run:
         return dict(zip(keys, values.tolist(), strict=True))
 
     def finish(self) -> None:
+        self._restore_signal_handlers()
         if self.config.report_to:
             self.accelerator.end_training()
         self.accelerator.wait_for_everyone()
+
+    # -- stopping: signals and non-finite numbers -------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM set a flag the loop reads after each step; a second SIGINT stops at
+        once (KeyboardInterrupt), for a user who does not want to wait for the step."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum, frame):
+            if self._stop_signal == signal.SIGINT and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            if self.is_main:
+                print(f"\n[rlhf] {signal.Signals(signum).name} received: stopping after this "
+                      "step with a checkpoint (press Ctrl-C again to stop at once)", flush=True)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.signal(signum, request_stop)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def _any_process(self, flag: bool) -> bool:
+        """True on every process if `flag` is true on any of them (they must agree)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        return bool(self.accelerator.reduce(value, reduction="sum").item() > 0)
+
+    def end_of_step(self, state: TrainingState, checkpointed: dict[str, dict], *,
+                    last: bool) -> None:
+        """Checkpoint when due; on a stop request, checkpoint and raise StoppedBySignal."""
+        _crash_point("after_step", state.step)
+        stop = self._any_process(self._stop_signal is not None) and not last
+        if stop or last or self.should_save(state.step):
+            self.save_checkpoint(state, **checkpointed)
+        if stop:
+            name = signal.Signals(self._stop_signal or signal.SIGTERM).name
+            raise StoppedBySignal(f"stopped by {name} at step {state.step}; checkpoint written "
+                                  f"to {self.output_dir / f'checkpoint-{state.step}'}. Resume "
+                                  f"with: {resume_command()}")
+
+    def finite_or_skip(self, step: int, quantities: dict[str, Any]) -> bool:
+        """True if every quantity is finite on every process. Otherwise stop the run
+        (run.on_nonfinite=stop: the last good checkpoint is kept as it is) or return False so
+        the caller skips this update (run.on_nonfinite=skip)."""
+        bad = [name for name, value in quantities.items()
+               if not bool(torch.isfinite(torch.as_tensor(value)).all())]
+        if not self._any_process(bool(bad)):
+            return True
+        if self.config.on_nonfinite == "stop":
+            checkpoints = list_checkpoints(self.output_dir)
+            kept = f"the last good checkpoint is {checkpoints[-1][1]}" if checkpoints \
+                else "no checkpoint was written yet"
+            what = " and ".join(bad) or "a value on another process"
+            raise NonFiniteError(
+                f"non-finite {what} at step {step + 1}; {kept}. Lower train.learning_rate or "
+                "check the data and reward, or set run.on_nonfinite=skip to skip such batches")
+        if self.is_main:
+            print(f"[rlhf] step {step + 1}: non-finite {' and '.join(bad) or 'value'}; "
+                  "update skipped (run.on_nonfinite=skip)", flush=True)
+        return False
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -130,7 +228,11 @@ class Run:
 
     def save_checkpoint(self, state: TrainingState, models: dict[str, torch.nn.Module],
                         optimizers: dict[str, Any], schedulers: dict[str, Any]) -> Path:
-        """Write checkpoint-<step> atomically and prune old ones (keeps the newest K)."""
+        """Write checkpoint-<step> atomically and prune old ones (keeps the newest K).
+
+        Everything goes to .checkpoint-<step>.tmp, is fsynced, then renamed into place; the
+        state file is written last, so a directory without it is never taken for complete.
+        """
         final = self.output_dir / f"checkpoint-{state.step}"
         tmp = self.output_dir / f".checkpoint-{state.step}.tmp"
         if self.is_main:
@@ -141,6 +243,7 @@ class Run:
         if self.is_main:
             for name, model in models.items():
                 save_model(self.accelerator.unwrap_model(model), str(tmp / f"{name}.safetensors"))
+            _crash_point("checkpoint_weights", state.step)
             for name, optimizer in optimizers.items():
                 torch.save(optimizer.state_dict(), tmp / f"optimizer-{name}.pt")
             for name, scheduler in schedulers.items():
@@ -149,10 +252,17 @@ class Run:
         self.accelerator.wait_for_everyone()
         if self.is_main:
             _fsync_tree(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            _crash_point("checkpoint_rename", state.step)
+            if final.exists():  # the same step saved again: move the old one aside first
+                stale = self.output_dir / f".checkpoint-{state.step}.old"
+                shutil.rmtree(stale, ignore_errors=True)
+                os.replace(final, stale)
+                os.replace(tmp, final)
+                shutil.rmtree(stale)
+            else:
+                os.replace(tmp, final)
             _fsync_dir(self.output_dir)
+            _crash_point("checkpoint_prune", state.step)
             self._prune_checkpoints()
         self.accelerator.wait_for_everyone()
         return final
@@ -169,6 +279,7 @@ class Run:
             return None
         checkpoints = list_checkpoints(self.output_dir)
         if not checkpoints:
+            self._truncate_logs(-1)  # a run killed before its first checkpoint starts over
             return None
         step, path = checkpoints[-1]
         for name, model in models.items():
@@ -179,18 +290,34 @@ class Run:
         for name, scheduler in schedulers.items():
             scheduler.load_state_dict(torch.load(path / f"scheduler-{name}.pt", weights_only=True))
         saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-        _restore_rng(path / f"rng-{self.accelerator.process_index}.safetensors",
-                     saved.pop("python_rng"))
-        self._truncate_metrics(step)
+        rng_file = path / f"rng-{self.accelerator.process_index}.safetensors"
+        if not rng_file.is_file():
+            raise UserError(f"{path} was written by a run with a different number of "
+                            f"processes (no {rng_file.name}); resume with the same number")
+        _restore_rng(rng_file, saved.pop("python_rng"))
+        self._truncate_logs(step)
+        if self.is_main:
+            print(f"[rlhf] resumed from {path}", flush=True)
         return TrainingState(**saved)
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines logged after the checkpoint, so a resumed run's log has no repeats."""
-        if not self.is_main or not self.metrics_path.exists():
+    def _truncate_logs(self, step: int) -> None:
+        """Drop log lines written after the checkpoint (and a line cut short by a kill), so
+        a resumed run's logs read as if it had never stopped."""
+        self._logged.clear()
+        if not self.is_main:
             return
-        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        for name in LOG_FILES:
+            path = self.output_dir / name
+            if not path.exists():
+                continue
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                record = _parse_json_line(line)
+                if record is not None and record["step"] <= step:
+                    kept.append(line)
+                    if name == self.metrics_path.name:
+                        self._logged.add((record["step"], tuple(sorted(set(record) - {"step"}))))
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 SCHEDULER_NAMES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -208,12 +335,42 @@ def adamw_with_schedule(parameters, *, learning_rate: float, weight_decay: float
     return optimizer, schedule
 
 
-def gradient_norm_after_clipping(accelerator, model, max_grad_norm: float) -> float:
+def gradient_norm_after_clipping(accelerator, parameters, max_grad_norm: float) -> float:
     """Clip the gradient norm to `max_grad_norm` (0: no clipping); the norm before clipping."""
+    parameters = list(parameters)
     if max_grad_norm > 0:
-        return float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
-    norms = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+        return float(accelerator.clip_grad_norm_(parameters, max_grad_norm))
+    norms = [p.grad.norm() for p in parameters if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+def step_if_finite(optimizer, scheduler, is_finite: Callable[[dict[str, Any]], bool],
+                   quantities: dict[str, Any]) -> bool:
+    """Take the optimizer and scheduler step unless a quantity is NaN/inf (then the batch is
+    skipped, or the run stops inside `is_finite`); gradients are cleared either way."""
+    finite = is_finite(quantities)
+    if finite:
+        optimizer.step()
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return finite
+
+
+def count_skipped(state: TrainingState, metrics: dict[str, float] | None,
+                  newly_skipped: int | None = None) -> dict[str, float]:
+    """Metrics of a step with the running count of skipped batches (kept in the checkpoint);
+    `newly_skipped` defaults to 1 for a skipped step (metrics None), else 0."""
+    if newly_skipped is None:
+        newly_skipped = int(metrics is None)
+    skipped = state.extra.get("skipped_batches", 0) + newly_skipped
+    state.extra["skipped_batches"] = skipped
+    return (metrics or {}) | {"train/skipped_batches": skipped}
+
+
+def resume_command() -> str:
+    """The command line that started this process, with run.resume=true added."""
+    args = [a for a in sys.argv[1:] if not a.startswith("run.resume=")]
+    return " ".join(["rlhf", *map(shlex.quote, args), "run.resume=true"])
 
 
 def total_optimizer_steps(n_examples: int, *, batch_size: int, epochs: int,
@@ -284,6 +441,21 @@ def _python_rng() -> list:
 
 
 # -- small file helpers -------------------------------------------------------------------------
+
+
+def _crash_point(point: str, step: int) -> None:
+    """Fault injection for the kill-and-resume tests: RLHF_TEST_KILL_AT=<point>:<step> makes
+    this process SIGKILL itself there, e.g. halfway through writing a checkpoint."""
+    if os.environ.get(KILL_POINT_VARIABLE) == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _parse_json_line(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None  # the last line of a log whose writer was killed mid-write
+    return record if isinstance(record, dict) and "step" in record else None
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -52,7 +52,13 @@ from rlhf.rollout import (
     response_logprobs,
     response_values,
 )
-from rlhf.run import Run, TrainingState, adamw_with_schedule
+from rlhf.run import (
+    Run,
+    adamw_with_schedule,
+    count_skipped,
+    gradient_norm_after_clipping,
+    step_if_finite,
+)
 from rlhf.scoring import RewardModelScorer, is_function_spec, load_function_scorer
 
 KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
@@ -200,38 +206,50 @@ def _rows(rollout: Rollout, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def ppo_update(policy, value_model, optimizer, scheduler, accelerator, rollout: Rollout,
-               advantages: torch.Tensor, returns: torch.Tensor,
-               settings: UpdateSettings) -> dict[str, float]:
+               advantages: torch.Tensor, returns: torch.Tensor, settings: UpdateSettings,
+               is_finite=lambda quantities: True) -> dict[str, float]:
     """PPO epochs over shuffled minibatches; one optimizer step per minibatch.
 
     A micro-batch's token-mean loss is weighted by its share of the minibatch's real tokens, so
-    accumulating micro-batches gives the gradient of the whole minibatch's token mean.
+    accumulating micro-batches gives the gradient of the whole minibatch's token mean. A
+    minibatch whose loss or gradient is NaN/inf is skipped (or stops the run) via `is_finite`;
+    `ppo/skipped_minibatches` counts the skips.
     """
     totals: dict[str, float] = {}
-    epochs_done = 0
+    epochs_done, skipped = 0, 0
     for _ in range(settings.ppo_epochs):
         order = torch.randperm(len(rollout.scores), device=rollout.scores.device)
         epoch_stats: dict[str, float] = {}
         for start in range(0, len(order), settings.per_minibatch):
             minibatch = order[start:start + settings.per_minibatch]
             stats = _minibatch_step(policy, value_model, optimizer, scheduler, accelerator,
-                                    rollout, advantages, returns, minibatch, settings)
-            _accumulate(epoch_stats, stats, 1.0)
+                                    rollout, advantages, returns, minibatch, settings, is_finite)
+            if stats is None:
+                skipped += 1
+            else:
+                _accumulate(epoch_stats, stats, 1.0)
         epochs_done += 1
+        if not epoch_stats:
+            continue
         _accumulate(totals, epoch_stats, 1.0)
         epoch_kl = epoch_stats["policy/approx_kl"] / epoch_stats["_count"]
         if settings.target_approx_kl is not None and epoch_kl > settings.target_approx_kl:
             break  # early stop: the policy moved too far from the rollout policy
-    count = totals.pop("_count")
-    means = {key: value / count for key, value in totals.items()}
-    means["policy/ratio_max"] = totals["policy/ratio_max"]  # a maximum, not a sum
-    return means | {"ppo/epochs_done": float(epochs_done)}
+    means = {}
+    if totals:
+        count = totals.pop("_count")
+        means = {key: value / count for key, value in totals.items()}
+        means["policy/ratio_max"] = totals["policy/ratio_max"]  # a maximum, not a sum
+    return means | {"ppo/epochs_done": float(epochs_done),
+                    "ppo/skipped_minibatches": float(skipped)}
 
 
 def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, rollout, advantages,
-                    returns, minibatch, settings: UpdateSettings) -> dict[str, float]:
+                    returns, minibatch, settings: UpdateSettings,
+                    is_finite) -> dict[str, float] | None:
     tokens = rollout.response_mask[minibatch].sum().clamp(min=1)
     stats: dict[str, float] = {}
+    losses = []
     micro_batches = minibatch.split(settings.micro_batch_size)
     for index, micro in enumerate(micro_batches):
         query_ids, query_mask, response_ids, response_mask = _rows(rollout, micro)
@@ -255,18 +273,18 @@ def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, roll
             loss = policy_loss + settings.vf_coef * value_loss
             share = response_mask.sum() / tokens
             accelerator.backward(loss * share)
+        losses.append(loss.detach())
         micro_stats = policy_stats.as_dict("policy/") | value_stats.as_dict("value/")
         micro_stats["policy/entropy"] = float(masked_mean(entropy.detach(), response_mask))
         micro_stats["loss/policy"] = micro_stats.pop("policy/loss")
         micro_stats["loss/value"] = micro_stats.pop("value/loss")
         _accumulate(stats, micro_stats, float(share))
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    if settings.max_grad_norm > 0:
-        stats["policy/grad_norm"] = float(
-            accelerator.clip_grad_norm_(parameters, settings.max_grad_norm))
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = gradient_norm_after_clipping(accelerator, parameters, settings.max_grad_norm)
+    if not step_if_finite(optimizer, scheduler, is_finite,
+                          {"loss": torch.stack(losses), "gradient norm": grad_norm}):
+        return None
+    stats["policy/grad_norm"] = grad_norm
     stats["_count"] = 1.0
     return stats
 
@@ -343,9 +361,9 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
     policy, value, optimizer = run.accelerator.prepare(models.policy, models.value, optimizer)
     checkpointed = {"models": {"policy": policy, "value": value},
                     "optimizers": {"ppo": optimizer}, "schedulers": {"ppo": scheduler}}
-    state = run.load_latest(**checkpointed) or TrainingState()
+    state = run.start(**checkpointed)
     kl_ctl = _kl_controller(cfg)
-    if state.extra:
+    if "kl_controller" in state.extra:
         kl_ctl.load_state_dict(state.extra["kl_controller"])
         transform = ScoreTransform(**state.extra["score_transform"])
     else:
@@ -368,6 +386,11 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
                                   query_mask.to(run.device), [score_prompts[i] for i in indices],
                                   schedule.response_length(state.step), timings)     # 1.
         raw_scores = rollout.scores
+        if not run.finite_or_skip(state.step, {"reward": raw_scores}):
+            state.step += 1  # no update from an iteration whose rewards are NaN/inf
+            _log_iteration(cfg, run, state.step, count_skipped(state, None), None, None, bar)
+            run.end_of_step(state, checkpointed, last=state.step == schedule.iterations)
+            continue
         rollout.scores = transform(raw_scores, rollout.ended_with_eos)
         kl = sequence_kl(rollout, cfg.ppo.kl_estimator)                                  # 2.
         advantages, returns, _, non_score = advantages_and_returns(                      # 3, 4.
@@ -376,18 +399,18 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
         policy.train()
         update_started = time.perf_counter()
         update_stats = ppo_update(policy, value, optimizer, scheduler, run.accelerator,   # 5.
-                                  rollout, advantages, returns, settings)
+                                  rollout, advantages, returns, settings,
+                                  lambda quantities: run.finite_or_skip(state.step, quantities))
         timings["time/update"] = time.perf_counter() - update_started
         metrics = rollout_metrics(rollout, raw_scores, kl, non_score, kl_ctl.value)
         metrics |= update_stats | timings | _throughput(rollout, started)
         metrics = run.mean_over_processes(metrics) | {"train/lr": scheduler.get_last_lr()[0]}
         kl_ctl.update(metrics["objective/kl"], cfg.train.batch_size)                    # 6.
+        metrics = count_skipped(state, metrics, int(metrics.pop("ppo/skipped_minibatches")))
         state.step += 1
-        state.extra = {"kl_controller": kl_ctl.state_dict(),
-                       "score_transform": vars(transform)}
+        state.extra |= {"kl_controller": kl_ctl.state_dict(), "score_transform": vars(transform)}
         _log_iteration(cfg, run, state.step, metrics, texts, rollout, bar)
-        if run.should_save(state.step) or state.step == schedule.iterations:
-            run.save_checkpoint(state, **checkpointed)
+        run.end_of_step(state, checkpointed, last=state.step == schedule.iterations)
     bar.close()
     _save_final(run, policy, value, models.tokenizer)
     run.finish()
@@ -486,11 +509,13 @@ def _throughput(rollout: Rollout, started: float) -> dict[str, float]:
     return {"time/iteration": seconds, "throughput/tokens_per_s": tokens / max(seconds, 1e-9)}
 
 
-def _log_iteration(cfg: PPOConfig, run: Run, step: int, metrics: dict[str, float], texts: Texts,
-                   rollout: Rollout, bar) -> None:
+def _log_iteration(cfg: PPOConfig, run: Run, step: int, metrics: dict[str, float],
+                   texts: Texts | None, rollout: Rollout | None, bar) -> None:
     if step % cfg.run.log_every == 0:
         run.log(step, metrics)
     bar.update(1)
+    if rollout is None:  # a skipped iteration: no samples to show
+        return
     bar.set_postfix(score=f"{metrics['objective/score']:.3f}",
                     kl=f"{metrics['objective/kl']:.3f}")
     if run.is_main and cfg.samples_every and (step % cfg.samples_every == 0 or step == 1):

@@ -30,9 +30,10 @@ from rlhf.report import plot_reward_run
 from rlhf.report_html import write_report
 from rlhf.run import (
     Run,
-    TrainingState,
     adamw_with_schedule,
+    count_skipped,
     gradient_norm_after_clipping,
+    step_if_finite,
     total_optimizer_steps,
 )
 
@@ -65,16 +66,17 @@ def prepare_reward_data(cfg: RewardConfig, tokenizer) -> RewardData:
 
 def reward_update(model, optimizer, scheduler, accelerator, data: TokenizedPreferences,
                   batch: list[int], *, micro_batch_size: int, pad_id: int, center_coef: float,
-                  max_grad_norm: float) -> dict[str, float]:
+                  max_grad_norm: float, is_finite) -> dict[str, float] | None:
     """One optimizer step on one global batch, split over processes and micro-batches.
 
     Each micro-batch's mean loss is weighted by its share of the process's examples, so the
-    gradient equals that of one big batch (gradient-accumulation invariance).
+    gradient equals that of one big batch (gradient-accumulation invariance). Returns None
+    when `is_finite` (Run.finite_or_skip) skips a batch with a NaN/inf loss or gradient.
     """
     per_process = len(batch) // accelerator.num_processes
     local = batch[accelerator.process_index * per_process:][:per_process]
     micro_batches = [local[i:i + micro_batch_size] for i in range(0, len(local), micro_batch_size)]
-    all_rewards, all_margins = [], []
+    all_rewards, all_margins, losses = [], [], []
     for index, indices in enumerate(micro_batches):
         inputs = collate_preferences(data, indices, pad_id)
         best = inputs["best"].to(accelerator.device)
@@ -87,12 +89,13 @@ def reward_update(model, optimizer, scheduler, accelerator, data: TokenizedPrefe
             rewards = scores.float().view(inputs["n_responses"], -1).T  # (b, N)
             loss, _ = reward_objective(rewards, best, margin, data.listwise, center_coef)
             accelerator.backward(loss * len(indices) / len(local))
+        losses.append(loss.detach())
         all_rewards.append(best_first(rewards.detach(), best))
         all_margins.append(margin)
-    grad_norm = gradient_norm_after_clipping(accelerator, model, max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = gradient_norm_after_clipping(accelerator, model.parameters(), max_grad_norm)
+    if not step_if_finite(optimizer, scheduler, is_finite,
+                          {"loss": torch.stack(losses), "gradient norm": grad_norm}):
+        return None
     rewards = accelerator.gather(torch.cat(all_rewards))  # (batch, N), best response first
     margins = None if all_margins[0] is None else accelerator.gather(torch.cat(all_margins))
     zeros = torch.zeros(len(rewards), dtype=torch.long, device=rewards.device)
@@ -122,7 +125,7 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
     model, optimizer = run.accelerator.prepare(model, optimizer)
     checkpointed = {"models": {"model": model}, "optimizers": {"model": optimizer},
                     "schedulers": {"model": scheduler}}
-    state = run.load_latest(**checkpointed) or TrainingState()
+    state = run.start(**checkpointed)
     model.train()
     lengths = [max(len(ids) for ids in example) for example in data.train.input_ids]
     evaluate = _evaluator(cfg, run, model, data, tokenizer.pad_token_id)
@@ -136,13 +139,16 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
             metrics = reward_update(
                 model, optimizer, scheduler, run.accelerator, data.train, batch,
                 micro_batch_size=micro_batch_size, pad_id=tokenizer.pad_token_id,
-                center_coef=cfg.train.center_coef, max_grad_norm=cfg.train.max_grad_norm)
+                center_coef=cfg.train.center_coef, max_grad_norm=cfg.train.max_grad_norm,
+                is_finite=lambda quantities: run.finite_or_skip(state.step, quantities))
+            metrics = count_skipped(state, metrics)
             state.step += 1
             state.batch_in_epoch += 1
             metrics["train/epoch"] = state.epoch + state.batch_in_epoch / len(batches)
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
-                            acc=f"{metrics['train/accuracy']:.2f}")
+            if "train/loss" in metrics:
+                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
+                                acc=f"{metrics['train/accuracy']:.2f}")
             if state.step % cfg.run.log_every == 0:
                 run.log(state.step, metrics)
             end_of_epoch = state.batch_in_epoch == len(batches)
@@ -150,8 +156,7 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
                 evaluate(state.step)
             if end_of_epoch:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            if run.should_save(state.step) or state.step == total_steps:
-                run.save_checkpoint(state, **checkpointed)
+            run.end_of_step(state, checkpointed, last=state.step == total_steps)
             if state.step == total_steps:
                 break
     bar.close()

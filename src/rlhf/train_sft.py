@@ -26,9 +26,10 @@ from rlhf.report import plot_sft_run
 from rlhf.report_html import write_report
 from rlhf.run import (
     Run,
-    TrainingState,
     adamw_with_schedule,
+    count_skipped,
     gradient_norm_after_clipping,
+    step_if_finite,
     total_optimizer_steps,
 )
 
@@ -75,12 +76,14 @@ def next_token_logprobs(model, inputs: dict[str, torch.Tensor],
 
 
 def sft_update(model, optimizer, scheduler, accelerator, data: TokenizedSFT, batch: list[int],
-               *, micro_batch_size: int, pad_id: int, max_grad_norm: float) -> dict[str, float]:
+               *, micro_batch_size: int, pad_id: int, max_grad_norm: float,
+               is_finite) -> dict[str, float] | None:
     """One optimizer step on one global batch, split over processes and micro-batches.
 
     Each micro-batch's token-mean loss is weighted by its share of the global batch's response
     tokens (times the process count, which DDP's gradient average divides out), so the
-    gradient is that of the whole batch's token mean, however the batch is split.
+    gradient is that of the whole batch's token mean, however the batch is split. Returns
+    None when `is_finite` (Run.finite_or_skip) skips a batch with a NaN/inf loss or gradient.
     """
     per_process = len(batch) // accelerator.num_processes
     local = batch[accelerator.process_index * per_process:][:per_process]
@@ -97,10 +100,10 @@ def sft_update(model, optimizer, scheduler, accelerator, data: TokenizedSFT, bat
             share = stats.tokens * accelerator.num_processes / global_tokens
             accelerator.backward(loss * share)
         totals += torch.stack([stats.nll_sum, stats.tokens])
-    grad_norm = gradient_norm_after_clipping(accelerator, model, max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = gradient_norm_after_clipping(accelerator, model.parameters(), max_grad_norm)
+    if not step_if_finite(optimizer, scheduler, is_finite,
+                          {"loss": totals[0], "gradient norm": grad_norm}):
+        return None
     return _loss_metrics(accelerator.reduce(totals, reduction="sum"), "train/") | {
         "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0]}
 
@@ -158,7 +161,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
     model, optimizer = run.accelerator.prepare(model, optimizer)
     checkpointed = {"models": {"model": model}, "optimizers": {"model": optimizer},
                     "schedulers": {"model": scheduler}}
-    state = run.load_latest(**checkpointed) or TrainingState()
+    state = run.start(**checkpointed)
     model.train()
     lengths = [len(ids) for ids in data.train.input_ids]
     evaluate = _evaluator(cfg, run, model, data.test, tokenizer.pad_token_id)
@@ -174,12 +177,15 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
             metrics = sft_update(
                 model, optimizer, scheduler, run.accelerator, data.train, batch,
                 micro_batch_size=micro_batch_size, pad_id=tokenizer.pad_token_id,
-                max_grad_norm=cfg.train.max_grad_norm)
+                max_grad_norm=cfg.train.max_grad_norm,
+                is_finite=lambda quantities: run.finite_or_skip(state.step, quantities))
+            metrics = count_skipped(state, metrics)
             state.step += 1
             state.batch_in_epoch += 1
             metrics["train/epoch"] = state.epoch + state.batch_in_epoch / len(batches)
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+            if "train/loss" in metrics:
+                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
             if state.step % cfg.run.log_every == 0:
                 run.log(state.step, metrics)
             end_of_epoch = state.batch_in_epoch == len(batches)
@@ -187,8 +193,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
                 evaluate(state.step)
             if end_of_epoch:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            if run.should_save(state.step) or state.step == total_steps:
-                run.save_checkpoint(state, **checkpointed)
+            run.end_of_step(state, checkpointed, last=state.step == total_steps)
             if state.step == total_steps:
                 break
     bar.close()
