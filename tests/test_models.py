@@ -129,3 +129,17 @@ def test_gpt2_tokenizer_files_get_eos_as_pad(gpt2_tokenizer_dir: Path) -> None:
 def test_position_ids_count_real_tokens_only() -> None:
     mask = torch.tensor([[False, False, True, True], [True, True, True, True]])
     assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
+
+
+def test_value_model_from_a_gpt2_policy_has_no_dropout() -> None:
+    """GPT-2 names its rates *_pdrop: a value model built from the policy's config once kept
+    them at 0.1, so rollout values were noisy (and differed between processes)."""
+    from rlhf.models import load_policy, value_model_from_policy
+
+    policy, _ = load_policy("builtin:tiny-gpt2")
+    value = value_model_from_policy(policy, seed=0).train()
+    assert all(m.p == 0.0 for m in value.modules() if isinstance(m, torch.nn.Dropout))
+    assert value.config.resid_pdrop == value.config.attn_pdrop == value.config.embd_pdrop == 0.0
+    ids = torch.tensor([[5, 6, 7, 8]])
+    first = value(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+    assert torch.equal(first, value(input_ids=ids, output_hidden_states=True).hidden_states[-1])

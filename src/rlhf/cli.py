@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
+from typing import NoReturn
 
-from rlhf.errors import UserError
+from rlhf.errors import NonFiniteError, StoppedBySignal, UserError
 
 
 def _train_sft(args: argparse.Namespace) -> None:
@@ -98,10 +100,44 @@ def _columns(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage mistakes on one line, like every other error, and exit status 2.
+
+    argparse's own `error` prints the whole usage block first; the one line names the mistake
+    and points at --help instead.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a size or a count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive whole number (>= 1)")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a temperature)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlhf", description=(
+    parser = _Parser(prog="rlhf", description=(
         "Reinforcement Learning from Human Feedback on Hugging Face models."))
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
 
     sft = commands.add_parser("train-sft", help="supervised fine-tuning of a causal LM on "
                               "(prompt, response) pairs, loss on the response only")
@@ -122,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="split to evaluate (default: test if the data has one, else all)")
     evaluate.add_argument("--column", action="append", metavar="CANONICAL=NAME",
                           help="column mapping, e.g. --column chosen=good (repeatable)")
-    evaluate.add_argument("--max-samples", type=int, default=None)
+    evaluate.add_argument("--max-samples", type=_positive_int, default=None)
     _add_batching(evaluate)
     evaluate.set_defaults(handler=_eval_reward)
 
@@ -136,11 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompts", required=True, help="prompt file, folder or hub name")
     generate.add_argument("--output", required=True, help="JSONL of prompt and response")
     generate.add_argument("--template", default="prompt", choices=["dolly", "prompt", "chat"])
-    generate.add_argument("--max-new-tokens", type=int, default=32)
-    generate.add_argument("--temperature", type=float, default=0.7,
+    generate.add_argument("--max-new-tokens", type=_positive_int, default=32)
+    generate.add_argument("--temperature", type=_non_negative_float, default=0.7,
                           help="sampling temperature; 0 for greedy decoding")
-    generate.add_argument("--max-prompt-tokens", type=int, default=256)
-    generate.add_argument("--batch-size", type=int, default=16)
+    generate.add_argument("--max-prompt-tokens", type=_positive_int, default=256)
+    generate.add_argument("--batch-size", type=_positive_int, default=16)
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(handler=_generate)
 
@@ -167,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_batching(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--batch-size", type=_positive_int, default=32)
+    parser.add_argument("--max-length", type=_positive_int, default=512)
 
 
 def _quiet_library_progress_bars() -> None:
@@ -186,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"rlhf {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteError as error:
+        print(f"rlhf {args.command}: stopped: {error}", file=sys.stderr)
+        return 3
+    except StoppedBySignal as message:
+        print(f"rlhf {args.command}: {message}", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         print(f"rlhf {args.command}: interrupted", file=sys.stderr)
         return 130

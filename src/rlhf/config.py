@@ -54,9 +54,14 @@ class RunConfig:
     """'auto' (bf16 on a GPU that supports it, else fp32), 'no', 'bf16' or 'fp16'."""
     progress: bool = True
     """Show a progress bar with live metrics."""
+    on_nonfinite: str = "stop"
+    """A NaN or inf loss, reward or gradient norm: 'stop' the run (the last good checkpoint
+    stays as it is) or 'skip' that batch's update and count it in train/skipped_batches."""
 
     def __post_init__(self) -> None:
         _check(bool(self.output_dir), "run.output_dir", "must not be empty")
+        _check(self.on_nonfinite in ("stop", "skip"), "run.on_nonfinite",
+               f"'{self.on_nonfinite}' is not one of stop, skip")
         _check(self.save_every >= 0, "run.save_every", "must be >= 0")
         _check(self.keep_last >= 1, "run.keep_last", "must be >= 1")
         _check(self.eval_every >= 0, "run.eval_every", "must be >= 0")
@@ -80,7 +85,8 @@ class PreferenceDataConfig:
     split: str = "train"
     """Split to train on."""
     test_split: str = "test"
-    """Split to evaluate on when the dataset has it; otherwise test_fraction is held out."""
+    """Split to evaluate on. The default 'test' may be absent (then test_fraction is held out);
+    any other name must exist. Set it to the value of split to hold out test_fraction."""
     test_fraction: float = 0.1
     """Fraction of the training rows held out (seeded) when there is no test split."""
     columns: dict[str, str] = field(default_factory=dict)
@@ -168,7 +174,7 @@ class BatchTrainConfig(OptimizerConfig):
         _check(self.micro_batch_size == 0 or self.batch_size % self.micro_batch_size == 0,
                "train.batch_size",
                f"{self.batch_size} is not a multiple of train.micro_batch_size "
-               f"{self.micro_batch_size}")
+               f"{self.micro_batch_size}; change one of them so that it is")
         _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
         _check(self.max_steps >= 0, "train.max_steps", "must be >= 0")
         super().__post_init__()
@@ -181,7 +187,8 @@ class BatchTrainConfig(OptimizerConfig):
         micro = self.micro_batch_size or per_process
         _check(per_process % micro == 0, "train.micro_batch_size",
                f"{micro} does not divide the {per_process} examples each process gets per step "
-               f"(train.batch_size {self.batch_size} / {num_processes} processes)")
+               f"(train.batch_size {self.batch_size} / {num_processes} processes); use a "
+               f"divisor of {per_process}")
         return micro, per_process // micro
 
 
@@ -256,11 +263,13 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] =
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"config file not found: {path}")
+            raise UserError(f"config file not found: {path}; check the path (the configs/ "
+                            "folder of the repository has examples)")
         try:
             file_cfg = OmegaConf.load(path)
         except Exception as error:  # yaml.YAMLError and friends
-            raise UserError(f"cannot parse config file {path}: {error}") from None
+            raise UserError(f"cannot parse config file {path}{_yaml_position(error)}: "
+                            f"{_yaml_problem(error)}; fix the YAML syntax") from None
         layers.append((file_cfg, str(path)))
     bad = [item for item in overrides if "=" not in item]
     if bad:
@@ -275,7 +284,8 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] =
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as error:
             key = getattr(error, "full_key", "") or "?"
-            raise UserError(f"config key '{key}' in {origin}: {_first_line(error)}") from None
+            raise UserError(f"config key '{key}' in {origin}: {_first_line(error)}; give it "
+                            "a value of the right type") from None
     try:
         return OmegaConf.to_object(merged)
     except MissingMandatoryValue as error:
@@ -283,11 +293,26 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] =
                         f"or as {error.full_key}=... on the command line") from None
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or "?"
-        raise UserError(f"config key '{key}': {_first_line(error)}") from None
+        raise UserError(f"config key '{key}': {_first_line(error)}; give it a value of the "
+                        "right type") from None
 
 
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0]
+
+
+def _yaml_position(error: Exception) -> str:
+    """' (line L, column C)' where PyYAML found the problem, or '' when it does not say."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+
+def _yaml_problem(error: Exception) -> str:
+    """PyYAML's messages span several lines (context, problem, a caret under the text); the
+    problem itself is the part that helps on one line."""
+    parts = [getattr(error, "context", None), getattr(error, "problem", None)]
+    problem = ", ".join(part for part in parts if part)
+    return problem or _first_line(error)
 
 
 def to_yaml(config: Any) -> str:
@@ -500,6 +525,8 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         _check(self.samples_every >= 0, "samples_every", "must be >= 0")
+        # The split must work on one process at least; more processes are checked at start.
+        self.batch_split(1)
 
     def batch_split(self, num_processes: int) -> tuple[int, int, int]:
         """(sequences per process, per minibatch, per micro-batch); checks that they divide."""
@@ -509,10 +536,12 @@ class PPOConfig:
         per_minibatch, remainder = divmod(per_process, self.ppo.num_minibatches)
         _check(remainder == 0 and per_minibatch >= 1, "ppo.num_minibatches",
                f"{self.ppo.num_minibatches} does not divide the {per_process} episodes each "
-               "process gets per rollout")
+               f"process gets per rollout (train.batch_size {self.train.batch_size} / "
+               f"{num_processes} processes); use a divisor of {per_process}")
         micro = self.train.micro_batch_size or per_minibatch
         _check(per_minibatch % micro == 0, "train.micro_batch_size",
-               f"{micro} does not divide the minibatch of {per_minibatch} sequences")
+               f"{micro} does not divide the minibatch of {per_minibatch} sequences; use a "
+               f"divisor of {per_minibatch}")
         return per_process, per_minibatch, micro
 
 
@@ -535,7 +564,8 @@ class SFTDataConfig:
     split: str = "train"
     """Split to train on."""
     test_split: str = "test"
-    """Split to evaluate on when the dataset has it; otherwise test_fraction is held out."""
+    """Split to evaluate on. The default 'test' may be absent (then test_fraction is held out);
+    any other name must exist. Set it to the value of split to hold out test_fraction."""
     test_fraction: float = 0.1
     """Fraction of the training rows held out (seeded) when there is no test split."""
     columns: dict[str, str] = field(default_factory=dict)

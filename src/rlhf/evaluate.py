@@ -17,6 +17,7 @@ from rlhf.data.preferences import (
     tokenize_preferences,
 )
 from rlhf.data.sources import load_rows
+from rlhf.errors import UserError
 from rlhf.models import load_reward_model, reward_model_reading, sequence_scores
 
 
@@ -104,12 +105,19 @@ def evaluate_reward_model(reward_model: str, data_path: str, *, name: str | None
 
     Evaluates the data's test split when it has one (or the split named), else every row.
     """
-    model, tokenizer = load_reward_model(reward_model)
+    model, tokenizer = load_reward_model(reward_model, trained=True)
     reading = reward_model_reading(model)
     train_rows, test_rows, source = load_rows(data_path, name=name, split=split or "train",
-                                              test_split=None if split else "test")
+                                              test_split=None if split else "test",
+                                              split_option="--split")
     rows = test_rows if test_rows is not None else train_rows
-    data = normalise_rows(rows, source=source, columns=columns, tokenizer=tokenizer)
+    data = normalise_rows(rows, source=source, columns=columns, tokenizer=tokenizer,
+                          column_option="--column ")
+    if not data:
+        raise UserError(f"{source}: no usable preference examples to evaluate "
+                        f"({data.counts.get('rows', 0)} rows, "
+                        f"{data.counts.get('dropped_identical', 0)} with identical responses); "
+                        "check --data, --split and --column")
     if max_samples is not None:
         data = subset(data, range(min(max_samples, len(data))))
     tokenized = tokenize_preferences(

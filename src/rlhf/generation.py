@@ -6,10 +6,16 @@ logits are exactly those of the sampling distribution (no default top-k, repetit
 min-length processor sneaking in from a hub generation_config.json; N+ implementation details
 of RLHF with PPO, Huang et al. 2024). Rows stop at their first stop token; the loop ends when
 every row has stopped or `max_new_tokens` is reached.
+
+Sampling is the Gumbel-max trick, argmax(logits / T + Gumbel noise), which draws exactly from
+softmax(logits / T). Given `row_seeds`, each row's noise comes from its own generator, so a
+prompt gets the same sample whatever else is in its batch: results do not depend on the number
+of processes or on how a batch is cut into chunks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 
@@ -28,13 +34,17 @@ def sample_responses(
     temperature: float,
     stop_token_ids: Sequence[int],
     pad_id: int,
+    row_seeds: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """(B, R) sampled response ids, R <= max_new_tokens; `pad_id` after a row's stop token.
 
     `query_ids` (B, Q) are left-padded and `query_mask` (B, Q) is True on real tokens. Position
     ids come from the mask, so a padded prompt is continued exactly as it would be alone.
-    Temperature 0 means greedy decoding.
+    Temperature 0 means greedy decoding. `row_seeds` (B,) seeds each row's sampling noise;
+    without them the noise comes from torch's global generator.
     """
+    generators = None if row_seeds is None else [
+        torch.Generator(device=query_ids.device).manual_seed(int(seed)) for seed in row_seeds]
     stops = torch.tensor(list(stop_token_ids), device=query_ids.device)
     attention = query_mask.long()  # (B, Q + t)
     positions = position_ids_from_mask(query_mask)  # (B, Q)
@@ -44,7 +54,7 @@ def sample_responses(
     done = torch.zeros(len(query_ids), dtype=torch.bool, device=query_ids.device)  # (B,)
     tokens = []
     for _ in range(max_new_tokens):
-        token = _draw(output.logits[:, -1], temperature)  # (B,)
+        token = _draw(output.logits[:, -1], temperature, generators)  # (B,)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         tokens.append(token)
         done |= torch.isin(token, stops)
@@ -62,12 +72,25 @@ def sample_responses(
     return torch.stack(tokens, dim=1)  # (B, R)
 
 
-def _draw(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """One token per row from softmax(logits / T); argmax when T == 0."""
+def _draw(logits: torch.Tensor, temperature: float,
+          generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """One token per row from softmax(logits / T) by Gumbel-max; argmax when T == 0."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probabilities = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
-    return torch.multinomial(probabilities, num_samples=1).squeeze(1)
+    if generators is None:
+        uniform = torch.rand(logits.shape, device=logits.device)  # (B, V)
+    else:
+        uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device)
+                               for g in generators])  # (B, V), row i from generator i
+    gumbel = -torch.log(-torch.log(uniform))  # U = 0 gives -inf: never chosen
+    return (logits.float() / temperature + gumbel).argmax(dim=-1)
+
+
+def row_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (e.g. run seed, iteration, prompt index); distinct keys
+    give unrelated seeds (a hash, not a sum, so (1, 2) and (2, 1) do not collide)."""
+    digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def generate_file(model_path: str, prompts_path: str, output_path: str, *, template: str,
@@ -79,7 +102,6 @@ def generate_file(model_path: str, prompts_path: str, output_path: str, *, templ
     from rlhf.data.prompts import left_pad, load_prompts
     from rlhf.models import load_policy
 
-    torch.manual_seed(seed)
     model, tokenizer = load_policy(model_path)
     model.eval()
     prompts, prompt_ids = load_prompts(prompts_path, template=template, tokenizer=tokenizer,
@@ -89,9 +111,11 @@ def generate_file(model_path: str, prompts_path: str, output_path: str, *, templ
         for start in range(0, len(prompt_ids), batch_size):
             query_ids, query_mask = left_pad(prompt_ids[start:start + batch_size],
                                              tokenizer.pad_token_id)
+            seeds = [row_seed(seed, start + offset) for offset in range(len(query_ids))]
             responses = sample_responses(model, query_ids, query_mask,
                                          max_new_tokens=max_new_tokens, temperature=temperature,
-                                         stop_token_ids=stops, pad_id=tokenizer.pad_token_id)
+                                         stop_token_ids=stops, pad_id=tokenizer.pad_token_id,
+                                         row_seeds=seeds)
             for offset, ids in enumerate(responses.tolist()):
                 kept = ids[:ids.index(stops[0])] if stops[0] in ids else ids
                 handle.write(json.dumps({"prompt": prompts.prompts[start + offset],

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -35,10 +37,31 @@ SCORE_MEAN_KEY = "rlhf_score_mean"
 SCORE_STD_KEY = "rlhf_score_std"
 
 
+# Files a saved tokenizer has at least one of. From a folder with none of them, transformers
+# builds a tokenizer that knows only its special tokens, and every text becomes unknown tokens.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+
+
+def _looks_local(name_or_path: str) -> bool:
+    """Hub names are 'name' or 'owner/name'; anything else path-shaped is a local path."""
+    return (name_or_path.startswith((".", "/", "~")) or "\\" in name_or_path
+            or name_or_path.count("/") > 1)
+
+
 def _check_exists(name_or_path: str, what: str) -> None:
     """A local-looking path that does not exist is the user's typo, not a hub lookup."""
-    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
-        raise UserError(f"{what} folder not found: {name_or_path}")
+    if _looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
+        raise UserError(f"{what} folder not found: {name_or_path}; check the path (relative "
+                        f"paths are read from {os.getcwd()})")
+
+
+def _check_tokenizer_files(name_or_path: str) -> None:
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"'{name_or_path}' has no tokenizer files (none of "
+                        f"{', '.join(TOKENIZER_FILES[:4])}, ...); save the tokenizer into the "
+                        "folder with tokenizer.save_pretrained(folder), next to the model")
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
@@ -51,6 +74,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
         tokenizer = builtin_models.builtin_tokenizer(name_or_path)
     else:
         _check_exists(name_or_path, "tokenizer")
+        _check_tokenizer_files(name_or_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 name_or_path, trust_remote_code=trust_remote_code)
@@ -96,11 +120,14 @@ def load_reward_model(
     disable_dropout: bool = True,
     trust_remote_code: bool = False,
     seed: int = 0,
+    trained: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A sequence classifier with exactly one output, and its tokenizer.
 
-    A base model (e.g. `distilroberta-base`, `gpt2`) gets a fresh one-output head; a trained
-    classifier with another number of labels is refused rather than silently re-headed.
+    A base model (e.g. `distilroberta-base`, `gpt2`) gets a fresh one-output head to train; a
+    trained classifier with another number of labels is refused rather than silently re-headed.
+    `trained=True` (scoring, evaluation, PPO) refuses a model that is not a sequence classifier
+    at all: a fresh random head would score noise without any error.
     """
     if builtin_models.is_builtin(name_or_path):
         tokenizer = load_tokenizer(tokenizer_name, trust_remote_code=trust_remote_code) \
@@ -109,18 +136,19 @@ def load_reward_model(
             name_or_path, AutoModelForSequenceClassification, seed, tokenizer, num_labels=1)
         tokenizer = with_pad_token(tokenizer, name_or_path)
     else:
+        config = _load_config(name_or_path, trust_remote_code)  # first: it names a bad path
+        _check_one_output(config, name_or_path)
+        if trained:
+            _check_reward_head(config, name_or_path)
         tokenizer = load_tokenizer(tokenizer_name or name_or_path,
                                    trust_remote_code=trust_remote_code)
-        config = _load_config(name_or_path, trust_remote_code)
-        _check_one_output(config, name_or_path)
         config.num_labels = 1
         if disable_dropout:
             _zero_config_dropout(config)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # a fresh head is initialised the same way every time
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name_or_path, config=config, dtype=torch.float32,
-                trust_remote_code=trust_remote_code)
+            model = _from_pretrained(AutoModelForSequenceClassification, name_or_path,
+                                     config=config, trust_remote_code=trust_remote_code)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if disable_dropout:
@@ -135,14 +163,14 @@ def load_policy(name_or_path: str, *, disable_dropout: bool = True,
         model, tokenizer = builtin_models.build_builtin(name_or_path, AutoModelForCausalLM, seed)
         tokenizer = with_pad_token(tokenizer, name_or_path)
     else:
+        config = _load_config(name_or_path, trust_remote_code)  # first: it names a bad path
+        _check_causal_lm(config, name_or_path)
         tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
-        config = _load_config(name_or_path, trust_remote_code)
         if disable_dropout:
             _zero_config_dropout(config)
         try:
-            model = AutoModelForCausalLM.from_pretrained(
-                name_or_path, config=config, dtype=torch.float32,
-                trust_remote_code=trust_remote_code)
+            model = _from_pretrained(AutoModelForCausalLM, name_or_path, config=config,
+                                     trust_remote_code=trust_remote_code)
         except ValueError as error:  # e.g. an encoder that has no causal-LM head
             raise UserError(f"'{name_or_path}' cannot be loaded as a causal language model: "
                             f"{_first_line(error)}") from None
@@ -153,6 +181,23 @@ def load_policy(name_or_path: str, *, disable_dropout: bool = True,
     return model, tokenizer
 
 
+def _from_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedModel:
+    """`model_class.from_pretrained` in float32; unreadable weights are the user's to fix.
+
+    A ValueError (a config no class of `model_class` fits) is left to the caller, which knows
+    what kind of model it wanted.
+    """
+    try:
+        return model_class.from_pretrained(name_or_path, dtype=torch.float32, **kwargs)
+    except torch.OutOfMemoryError:
+        raise  # a real resource problem, not a corrupt file
+    except (OSError, RuntimeError, SafetensorError, pickle.UnpicklingError) as error:
+        # Truncated or garbage safetensors, a failed download, tensors of the wrong shape.
+        raise UserError(f"cannot load the weights of model '{name_or_path}' "
+                        f"({_first_line(error)}); the weights file may be incomplete or "
+                        "corrupt: save or download the model again") from None
+
+
 def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     """An eval-mode, gradient-free copy (the PPO reference policy)."""
     reference = copy.deepcopy(model).eval()
@@ -160,12 +205,14 @@ def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     return reference
 
 
-def value_model_from_policy(policy: PreTrainedModel, *, seed: int = 0) -> PreTrainedModel:
+def value_model_from_policy(policy: PreTrainedModel, *, seed: int = 0,
+                            disable_dropout: bool = True) -> PreTrainedModel:
     """A value model with the policy's backbone weights and a fresh scalar head per token.
 
     It is an AutoModelForSequenceClassification(num_labels=1) whose `score` head
     `rollout.response_values` applies at every position, so a value at position t depends only
-    on tokens up to t.
+    on tokens up to t. Dropout is off unless asked for: noisy values would be noise in the
+    advantages (and differ between processes, whose RNGs differ).
     """
     config = copy.deepcopy(policy.config)
     config.num_labels = 1
@@ -175,6 +222,8 @@ def value_model_from_policy(policy: PreTrainedModel, *, seed: int = 0) -> PreTra
         torch.manual_seed(seed)
         value = AutoModelForSequenceClassification.from_config(config)
     value.base_model.load_state_dict(policy.base_model.state_dict())
+    if disable_dropout:
+        turn_off_dropout(value)
     if not is_decoder_classifier(value):
         raise UserError(f"the policy ({type(policy).__name__}) has no decoder classifier "
                         "counterpart to serve as a value model")
@@ -185,7 +234,7 @@ def value_model_from_reward(reward_path: str, *, disable_dropout: bool = True,
                             trust_remote_code: bool = False) -> PreTrainedModel:
     """A value model initialised from a decoder reward model (backbone and head)."""
     model, _ = load_reward_model(reward_path, disable_dropout=disable_dropout,
-                                 trust_remote_code=trust_remote_code)
+                                 trust_remote_code=trust_remote_code, trained=True)
     if not is_decoder_classifier(model):
         raise UserError(f"reward model '{reward_path}' is an encoder; a value model must be a "
                         "decoder: use model.value_init=policy")
@@ -201,6 +250,24 @@ def _load_config(name_or_path: str, trust_remote_code: bool):
                         "folder needs config.json; a hub name needs network access)") from None
 
 
+def _check_reward_head(config, name_or_path: str) -> None:
+    architectures = config.architectures or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise UserError(f"'{name_or_path}' is not a reward model: it is a "
+                        f"{', '.join(architectures)}, without a trained sequence-classification "
+                        "head to score with; give the model folder saved by `rlhf train-reward` "
+                        "(RUN/model) or another one-output sequence classifier")
+
+
+def _check_causal_lm(config, name_or_path: str) -> None:
+    """A classifier's folder would load as a causal LM with a random (or tied) LM head."""
+    architectures = config.architectures or []
+    if architectures and all(a.endswith("Classification") for a in architectures):
+        raise UserError(f"'{name_or_path}' is a {', '.join(architectures)}, not a causal "
+                        "language model; a policy must be a causal LM, e.g. the model folder "
+                        "saved by `rlhf train-sft` (RUN/model) or a hub model such as gpt2")
+
+
 def _check_one_output(config, name_or_path: str) -> None:
     architectures = config.architectures or []
     is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
@@ -210,8 +277,9 @@ def _check_one_output(config, name_or_path: str) -> None:
 
 
 def _zero_config_dropout(config) -> None:
+    """Zero every dropout rate a config holds: `*dropout*` keys and GPT-2's `*_pdrop`."""
     for key, value in vars(config).items():
-        if "dropout" in key and isinstance(value, float):
+        if ("dropout" in key or key.endswith("pdrop")) and isinstance(value, float):
             setattr(config, key, 0.0)
 
 

@@ -119,7 +119,8 @@ def find_stage_runs(run_dir: str | Path) -> list[StageRun]:
     """The run itself, or a pipeline's stage runs in pipeline order; UserError when neither."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
-        raise UserError(f"run directory {run_dir} does not exist")
+        raise UserError(f"run directory {run_dir} does not exist; give the run.output_dir of "
+                        "a training run or the output folder of `rlhf demo`")
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a directory; give the run directory that holds "
                         "metrics.jsonl")

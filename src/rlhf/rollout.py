@@ -85,13 +85,14 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
 @torch.no_grad()
 def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_ids, query_mask,
                     score_prompts: list[str], tokenizer, max_new_tokens: int, temperature: float,
-                    stop_token_ids: Sequence[int],
+                    stop_token_ids: Sequence[int], row_seeds: Sequence[int] | None = None,
                     timings: dict[str, float] | None = None) -> tuple[Rollout, Texts]:
     """Sample a response per prompt and compute everything PPO needs about it.
 
     The score is computed on the text truncated at the first stop token; `score_prompts` is the
     prompt text the reward model should see (the rendered prompt or the raw instruction).
-    Seconds spent per phase are added to `timings` (generate, forward, score).
+    `row_seeds` seed each row's sampling (see `sample_responses`). Seconds spent per phase
+    are added to `timings` (generate, forward, score).
     """
     timings = {} if timings is None else timings
     clock = _Clock(timings)
@@ -100,7 +101,7 @@ def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_i
         response_ids = sample_responses(
             policy, query_ids, query_mask, max_new_tokens=max_new_tokens,
             temperature=temperature, stop_token_ids=stop_token_ids,
-            pad_id=tokenizer.pad_token_id)  # (B, R)
+            pad_id=tokenizer.pad_token_id, row_seeds=row_seeds)  # (B, R)
     response_mask = response_mask_after_stop(response_ids, list(stop_token_ids))  # (B, R)
     args = (query_ids, query_mask, response_ids, response_mask)
     with clock("time/forward"):

@@ -77,6 +77,7 @@ class Run:
         self.full_config = config
         self.output_dir = Path(run_config.output_dir)
         self.accelerator = Accelerator(
+            cpu=_distributed_without_gpu(),
             mixed_precision=resolve_mixed_precision(run_config.mixed_precision),
             log_with=list(run_config.report_to) or None,
             project_dir=str(self.output_dir),
@@ -149,6 +150,12 @@ class Run:
         values = torch.tensor([float(metrics[k]) for k in keys], device=self.device)
         values = self.accelerator.reduce(values, reduction="mean")
         return dict(zip(keys, values.tolist(), strict=True))
+
+    def sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        """All-reduce sum across processes (the tensor itself with one process)."""
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor, reduction="sum")
 
     def finish(self) -> None:
         self._restore_signal_handlers()
@@ -384,6 +391,14 @@ def total_optimizer_steps(n_examples: int, *, batch_size: int, epochs: int,
     return min(total, max_steps) if max_steps else total
 
 
+def _distributed_without_gpu() -> bool:
+    """True when a launcher (torchrun, accelerate launch) started several processes on a
+    machine without CUDA: accelerate then needs cpu=True to join them with gloo, or each
+    process would train alone."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return world_size > 1 and not torch.cuda.is_available()
+
+
 def _check_sinks_installed(sinks: list[str]) -> None:
     """A missing tracker package is a set-up mistake the user can fix, said before any work."""
     import importlib.util
@@ -444,10 +459,12 @@ def _python_rng() -> list:
 
 
 def _crash_point(point: str, step: int) -> None:
-    """Fault injection for the kill-and-resume tests: RLHF_TEST_KILL_AT=<point>:<step> makes
-    this process SIGKILL itself there, e.g. halfway through writing a checkpoint."""
-    if os.environ.get(KILL_POINT_VARIABLE) == f"{point}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Fault injection for the kill-and-resume tests: RLHF_TEST_KILL_AT=<point>:<step>[:<signal>]
+    makes this process send itself SIGKILL (or the named signal) there, e.g. halfway through
+    writing a checkpoint."""
+    wanted = os.environ.get(KILL_POINT_VARIABLE, "").split(":")
+    if wanted[:2] == [point, str(step)]:
+        os.kill(os.getpid(), getattr(signal, wanted[2]) if len(wanted) > 2 else signal.SIGKILL)
 
 
 def _parse_json_line(line: str) -> dict | None:

@@ -15,7 +15,7 @@ import torch
 
 from rlhf.data.batching import pad_sequences
 from rlhf.data.preferences import encode_prompt_response
-from rlhf.data.sources import load_rows
+from rlhf.data.sources import load_rows, row_location
 from rlhf.errors import UserError
 from rlhf.models import load_reward_model, reward_model_reading, sequence_scores
 
@@ -37,7 +37,7 @@ class RewardModelScorer:
     def from_pretrained(cls, path: str, *, template: str | None = None,
                         separator: str | None = None, **kwargs) -> RewardModelScorer:
         """Load a reward model; template and separator default to what train-reward stored."""
-        model, tokenizer = load_reward_model(path)
+        model, tokenizer = load_reward_model(path, trained=True)
         reading = reward_model_reading(model)
         return cls(model, tokenizer, template=template or reading["template"] or "pair",
                    separator=separator if separator is not None else reading["separator"] or "\n",
@@ -83,12 +83,14 @@ def score_file(reward_model: str, input_path: str, output_path: str, *, batch_si
 
 def read_prompt_response_rows(path: str) -> list[dict]:
     """JSONL rows that each have string `prompt` and `response` fields (file:line errors)."""
-    rows, _, _ = load_rows(path, test_split=None)
-    for number, row in enumerate(rows, start=1):
+    rows, _, source = load_rows(path, test_split=None)
+    for index, row in enumerate(rows):
         for key in ("prompt", "response"):
             if not isinstance(row.get(key), str):
-                raise UserError(f"{path}: row {number} needs a string '{key}' field "
-                                f"(found keys: {', '.join(sorted(row))})")
+                found = ", ".join(repr(name) for name in row) or "none"
+                raise UserError(f"{source}: {row_location(rows, index)} needs a string '{key}' "
+                                f"field (fields found: {found}); every row must look like "
+                                '{"prompt": "...", "response": "..."}')
     return rows
 
 

@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from rlhf.algo.advantages import gae
@@ -35,6 +36,7 @@ from rlhf.algo.types import Rollout
 from rlhf.config import PPOConfig
 from rlhf.data.prompts import left_pad, load_prompts, prompt_batches
 from rlhf.errors import UserError
+from rlhf.generation import row_seed
 from rlhf.models import (
     frozen_copy,
     is_decoder_classifier,
@@ -124,7 +126,8 @@ def _value_model(cfg: PPOConfig, policy, tokenizer, scorer) -> torch.nn.Module:
     if choice == "reward" or (choice == "auto" and compatible):
         value = value_model_from_reward(cfg.model.reward, disable_dropout=cfg.model.disable_dropout)
     else:
-        value = value_model_from_policy(policy, seed=cfg.run.seed)
+        value = value_model_from_policy(policy, seed=cfg.run.seed,
+                                        disable_dropout=cfg.model.disable_dropout)
     value.config.pad_token_id = tokenizer.pad_token_id
     return value
 
@@ -247,7 +250,12 @@ def ppo_update(policy, value_model, optimizer, scheduler, accelerator, rollout: 
 def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, rollout, advantages,
                     returns, minibatch, settings: UpdateSettings,
                     is_finite) -> dict[str, float] | None:
-    tokens = rollout.response_mask[minibatch].sum().clamp(min=1)
+    # Weights are shares of the mean real-token count per process: DDP averages the processes'
+    # gradients, so the result is the token mean over the whole global minibatch.
+    tokens = rollout.response_mask[minibatch].sum().float()
+    if accelerator.num_processes > 1:
+        tokens = accelerator.reduce(tokens, reduction="mean")
+    tokens = tokens.clamp(min=1)
     stats: dict[str, float] = {}
     losses = []
     micro_batches = minibatch.split(settings.micro_batch_size)
@@ -310,13 +318,16 @@ def sequence_kl(rollout: Rollout, estimator: str) -> torch.Tensor:
 
 
 def advantages_and_returns(rollout: Rollout, kl: torch.Tensor, kl_coef: float, *, gamma: float,
-                           lam: float, whiten_rewards: bool):
-    """Steps 3 and 4: shaped per-token rewards, then GAE; advantages whitened over real tokens."""
+                           lam: float, whiten_rewards: bool, sum_over_processes=None):
+    """Steps 3 and 4: shaped per-token rewards, then GAE; advantages whitened over the real
+    tokens of the global batch (`sum_over_processes` all-reduces the statistics)."""
     rewards, non_score = shape_rewards(rollout.scores, kl, kl_coef, rollout.response_mask)
     if whiten_rewards:  # scale only: a mean shift would change the incentive to stop early
-        rewards = masked_whiten(rewards, rollout.response_mask, shift_mean=False)
+        rewards = masked_whiten(rewards, rollout.response_mask, shift_mean=False,
+                                sum_over_processes=sum_over_processes)
     advantages, returns = gae(rewards, rollout.values, rollout.response_mask, gamma, lam)
-    advantages = masked_whiten(advantages, rollout.response_mask)
+    advantages = masked_whiten(advantages, rollout.response_mask,
+                               sum_over_processes=sum_over_processes)
     return advantages, returns, rewards, non_score
 
 
@@ -384,7 +395,8 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
         timings: dict[str, float] = {}
         rollout, texts = _collect(cfg, models, policy, value, query_ids.to(run.device),
                                   query_mask.to(run.device), [score_prompts[i] for i in indices],
-                                  schedule.response_length(state.step), timings)     # 1.
+                                  schedule.response_length(state.step),
+                                  schedule.row_seeds(state.step, indices), timings)      # 1.
         raw_scores = rollout.scores
         if not run.finite_or_skip(state.step, {"reward": raw_scores}):
             state.step += 1  # no update from an iteration whose rewards are NaN/inf
@@ -395,7 +407,8 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
         kl = sequence_kl(rollout, cfg.ppo.kl_estimator)                                  # 2.
         advantages, returns, _, non_score = advantages_and_returns(                      # 3, 4.
             rollout, kl, kl_ctl.value, gamma=cfg.ppo.gamma, lam=cfg.ppo.lam,
-            whiten_rewards=cfg.ppo.whiten_rewards)
+            whiten_rewards=cfg.ppo.whiten_rewards,
+            sum_over_processes=run.sum_over_processes if run.accelerator.num_processes > 1 else None)
         policy.train()
         update_started = time.perf_counter()
         update_stats = ppo_update(policy, value, optimizer, scheduler, run.accelerator,   # 5.
@@ -405,6 +418,11 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
         metrics = rollout_metrics(rollout, raw_scores, kl, non_score, kl_ctl.value)
         metrics |= update_stats | timings | _throughput(rollout, started)
         metrics = run.mean_over_processes(metrics) | {"train/lr": scheduler.get_last_lr()[0]}
+        if run.accelerator.num_processes > 1:  # a std and a max are not means of the processes'
+            metrics["objective/score_std"] = float(run.accelerator.gather(rollout.scores).std())
+            if "policy/ratio_max" in update_stats:
+                metrics["policy/ratio_max"] = float(run.accelerator.reduce(
+                    torch.tensor(update_stats["policy/ratio_max"], device=run.device), "max"))
         kl_ctl.update(metrics["objective/kl"], cfg.train.batch_size)                    # 6.
         metrics = count_skipped(state, metrics, int(metrics.pop("ppo/skipped_minibatches")))
         state.step += 1
@@ -448,6 +466,11 @@ class IterationSchedule:
         share = len(batch) // accelerator.num_processes
         return batch[accelerator.process_index * share:][:share]
 
+    def row_seeds(self, iteration: int, indices: list[int]) -> list[int]:
+        """Sampling seeds keyed by (seed, iteration, prompt): the same samples however many
+        processes share the batch."""
+        return [row_seed(self.seed, iteration, index) for index in indices]
+
     def response_length(self, iteration: int) -> int:
         """max_new_tokens, or a seeded draw from [min, max] like the seed's LengthSampler."""
         if self.min_new is None:
@@ -470,7 +493,7 @@ def _kl_controller(cfg: PPOConfig):
 
 
 def _collect(cfg, models: PPOModels, policy, value, query_ids, query_mask, score_prompts,
-             max_new_tokens: int, timings: dict) -> tuple[Rollout, Texts]:
+             max_new_tokens: int, row_seeds: list[int], timings: dict) -> tuple[Rollout, Texts]:
     """Step 1 in chunks of train.rollout_batch_size rows (all at once when 0)."""
     chunk = cfg.train.rollout_batch_size or len(query_ids)
     parts, texts = [], Texts(prompts=[], responses=[])
@@ -481,7 +504,7 @@ def _collect(cfg, models: PPOModels, policy, value, query_ids, query_mask, score
             query_mask=query_mask[rows], score_prompts=score_prompts[rows],
             tokenizer=models.tokenizer, max_new_tokens=max_new_tokens,
             temperature=cfg.generate.temperature, stop_token_ids=models.stop_ids,
-            timings=timings)
+            row_seeds=row_seeds[rows], timings=timings)
         parts.append(rollout)
         texts.prompts += part_texts.prompts
         texts.responses += part_texts.responses
@@ -498,7 +521,8 @@ def _initial_transform(cfg: PPOConfig, models: PPOModels, prompt_ids, score_prom
         query_ids, query_mask = left_pad(prompt_ids[:count], models.tokenizer.pad_token_id)
         rollout, _ = _collect(cfg, models, models.reference, models.value,
                               query_ids.to(run.device), query_mask.to(run.device),
-                              score_prompts[:count], cfg.generate.max_new_tokens, {})
+                              score_prompts[:count], cfg.generate.max_new_tokens,
+                              [row_seed(cfg.run.seed, -1, index) for index in range(count)], {})
         reference_scores = rollout.scores.cpu()
     return score_transform(cfg, models.reward_stats, reference_scores)
 
@@ -518,10 +542,14 @@ def _log_iteration(cfg: PPOConfig, run: Run, step: int, metrics: dict[str, float
         return
     bar.set_postfix(score=f"{metrics['objective/score']:.3f}",
                     kl=f"{metrics['objective/kl']:.3f}")
-    if run.is_main and cfg.samples_every and (step % cfg.samples_every == 0 or step == 1):
+    if not cfg.samples_every or (step % cfg.samples_every != 0 and step != 1):
+        return
+    rows = list(zip(texts.prompts, texts.responses, rollout.scores.tolist(), strict=True))[:8]
+    if run.accelerator.num_processes > 1:  # the first rows of the global batch, in its order
+        rows = gather_object(rows)[:8]
+    if run.is_main:
         with open(run.output_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
-            for prompt, response, score in list(zip(texts.prompts, texts.responses,
-                                                    rollout.scores.tolist(), strict=True))[:8]:
+            for prompt, response, score in rows:
                 handle.write(json.dumps({"step": step, "prompt": prompt, "response": response,
                                          "score": score}, ensure_ascii=False) + "\n")
 

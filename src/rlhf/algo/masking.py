@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -31,19 +31,36 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
-                  eps: float = 1e-8) -> torch.Tensor:
+                  eps: float = 1e-8,
+                  sum_over_processes: Callable[[torch.Tensor], torch.Tensor] | None = None
+                  ) -> torch.Tensor:
     """(x - mean) / std over real positions; 0 elsewhere.
 
     Advantages are whitened with the mean removed. With shift_mean=False the mean is added
     back, so rewards are only rescaled: shifting them would change the incentive to end a
-    response early (Huang et al. 2024, N+ details; TRL's `masked_whiten`).
+    response early (Huang et al. 2024, N+ details; TRL's `masked_whiten`). With
+    `sum_over_processes` (an all-reduce sum) the statistics are those of the global batch, so
+    several processes whiten exactly as one process holding every row would.
     """
     x = torch.where(mask, x, torch.zeros_like(x))
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    if sum_over_processes is None:
+        mean, var = masked_mean(x, mask), masked_var(x, mask)
+    else:
+        mean, var = _global_mean_var(x, mask, sum_over_processes)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
     return torch.where(mask, whitened, torch.zeros_like(whitened))
+
+
+def _global_mean_var(x: torch.Tensor, mask: torch.Tensor,
+                     sum_over_processes: Callable[[torch.Tensor], torch.Tensor]):
+    """Mean and Bessel-corrected variance over the real positions of every process."""
+    totals = sum_over_processes(torch.stack([masked_sum(x, mask), mask.sum().to(x.dtype)]))
+    total, count = totals[0], totals[1]
+    mean = total / count.clamp(min=1)
+    squares = sum_over_processes(masked_sum((x - mean) ** 2, mask))
+    return mean, squares / (count - 1).clamp(min=1)
 
 
 def response_mask_after_stop(response_ids: torch.Tensor,

@@ -38,6 +38,7 @@ from rlhf.errors import UserError
 
 ASSISTANT_MARKER = "\n\nAssistant:"
 CANONICAL_COLUMNS = ("prompt", "chosen", "rejected", "margin", "query", "best")
+COLUMN_OPTION = "data.columns."  # how a training config maps a column: data.columns.chosen=good
 
 
 @dataclass
@@ -72,43 +73,51 @@ def subset(data: PreferenceData, indices) -> PreferenceData:
 
 
 def normalise_rows(rows: list[dict], *, source: str, columns: dict[str, str] | None = None,
-                   tokenizer=None) -> PreferenceData:
+                   tokenizer=None, column_option: str = COLUMN_OPTION) -> PreferenceData:
     """Turn rows of any supported layout into `PreferenceData`, validating every row.
 
     `source` names the data in error messages; `tokenizer` renders conversational rows with
-    its chat template when it has one.
+    its chat template when it has one; `column_option` is how the user maps a column (the
+    config's "data.columns." or a command-line "--column "), for the hints in messages.
     """
     columns = dict(columns or {})
     unknown = sorted(set(columns) - set(CANONICAL_COLUMNS))
     if unknown:
-        raise UserError(f"data.columns: unknown name(s) {', '.join(unknown)}; the names that "
-                        f"can be mapped are {', '.join(CANONICAL_COLUMNS)}")
+        raise UserError(f"{column_option.rstrip('. ')}: unknown name(s) {', '.join(unknown)}; "
+                        f"the names that can be mapped are {', '.join(CANONICAL_COLUMNS)}")
     if not rows:
         return PreferenceData(prompts=[], responses=[], best=[], counts={"rows": 0})
     if _is_listwise(rows[0], columns):
-        return _listwise_data(rows, source, columns)
-    return _pair_data(rows, source, columns, tokenizer)
+        return _listwise_data(rows, source, columns, column_option)
+    return _pair_data(rows, source, columns, tokenizer, column_option)
 
 
 def _is_listwise(first: dict, columns: dict[str, str]) -> bool:
     return "sample0" in first and columns.get("best", "best") in first
 
 
-def _missing_columns_error(source: str, first: dict, missing: list[str]) -> UserError:
+def _missing_columns_error(source: str, first: dict, missing: list[str],
+                           columns: dict[str, str] | None = None,
+                           column_option: str = COLUMN_OPTION) -> UserError:
+    """Name each missing column (and the name it was mapped to), the columns the data has,
+    and how to map them."""
+    columns = columns or {}
+    named = ", ".join(repr(name) + (f" (mapped to {columns[name]!r})" if name in columns else "")
+                      for name in missing)
     found = ", ".join(f"'{name}'" for name in first) or "none"
-    hint = " ".join(f"data.columns.{name}=<name>" for name in missing)
-    return UserError(f"{source}: missing column(s) {', '.join(repr(m) for m in missing)} "
-                     f"(columns found: {found}); if the data names them differently, map them "
-                     f"with {hint}")
+    hint = " ".join(f"{column_option}{name}=<name>" for name in missing)
+    return UserError(f"{source}: missing column(s) {named} (columns found: {found}); if the data "
+                     f"names them differently, map them with {hint}")
 
 
-def _pair_columns(first: dict, source: str, columns: dict[str, str]) -> dict[str, str | None]:
+def _pair_columns(first: dict, source: str, columns: dict[str, str],
+                  column_option: str) -> dict[str, str | None]:
     """Canonical name -> the data's column; optional columns absent from the data map to None."""
     names: dict[str, str | None] = {key: columns.get(key, key) for key in ("chosen", "rejected")}
     missing = [key for key, column in names.items() if column not in first]
     missing += [key for key in ("prompt", "margin") if key in columns and columns[key] not in first]
     if missing:
-        raise _missing_columns_error(source, first, missing)
+        raise _missing_columns_error(source, first, missing, columns, column_option)
     for key in ("prompt", "margin"):
         column = columns.get(key, key)
         names[key] = column if column in first else None
@@ -122,9 +131,9 @@ def _value(row: dict, column: str, rows: list[dict], index: int, source: str):
     return row[column]
 
 
-def _pair_data(rows: list[dict], source: str, columns: dict[str, str],
-               tokenizer) -> PreferenceData:
-    names = _pair_columns(rows[0], source, columns)
+def _pair_data(rows: list[dict], source: str, columns: dict[str, str], tokenizer,
+               column_option: str) -> PreferenceData:
+    names = _pair_columns(rows[0], source, columns, column_option)
     prompts, responses, margins, dropped, empty = [], [], [], 0, 0
     for index, row in enumerate(rows):
         where = f"{source}: {row_location(rows, index)}"
@@ -258,14 +267,15 @@ def render_conversation(prompt: list[dict], response: list[dict], tokenizer,
     return prompt_text, full[len(prompt_text):]
 
 
-def _listwise_data(rows: list[dict], source: str, columns: dict[str, str]) -> PreferenceData:
+def _listwise_data(rows: list[dict], source: str, columns: dict[str, str],
+                   column_option: str) -> PreferenceData:
     """lm-human-preferences rows: query, sample0..sample{N-1}, best."""
     first = rows[0]
     prompt_column = columns.get("prompt", columns.get("query", "query" if "query" in first
                                                       else "prompt"))
     best_column = columns.get("best", "best")
     if prompt_column not in first:
-        raise _missing_columns_error(source, first, ["query"])
+        raise _missing_columns_error(source, first, ["query"], columns, column_option)
     samples = [f"sample{i}" for i in itertools.takewhile(lambda i: f"sample{i}" in first,
                                                          itertools.count())]
     if len(samples) < 2:

@@ -118,7 +118,7 @@ def _sft_columns(first: dict, source: str, columns: dict[str, str]) -> dict[str,
                                  and "messages" in first):
         column = columns.get("messages", "messages")
         if column not in first:
-            raise _missing_columns_error(source, first, ["messages"])
+            raise _missing_columns_error(source, first, ["messages"], columns)
         return {"messages": column}
     response = columns.get("response") or (found_response[0] if found_response else None)
     if response is None or response not in first:
@@ -130,7 +130,7 @@ def _sft_columns(first: dict, source: str, columns: dict[str, str]) -> dict[str,
     prompt = columns.get("prompt", "prompt")
     if prompt not in first:
         if "prompt" in columns:
-            raise _missing_columns_error(source, first, ["prompt"])
+            raise _missing_columns_error(source, first, ["prompt"], columns)
         prompt = None
     partner = IMPLICIT_PARTNER.get(response)
     partner = partner if prompt is None and partner in first else None
@@ -250,8 +250,8 @@ def load_sft(path: str, *, name: str | None = None, split: str = "train",
                                   tokenizer=tokenizer)
         if not test:
             raise UserError(f"{description}: no usable SFT examples in split '{test_split}'; "
-                            "fix that split or set data.test_split to one that does not exist "
-                            "to hold out data.test_fraction of the training rows")
+                            f"fix that split, or set data.test_split={split} to hold out "
+                            "data.test_fraction of the training rows instead")
     return _cap(train, max_samples), _cap(test, max_samples)
 
 

@@ -15,11 +15,13 @@
   (`train.jsonl`, `test.jsonl`, `data/train-*.parquet`, ...).
 - otherwise a hub dataset name: `datasets.load_dataset(path, name)` (needs hub access).
 
-Every failure a user can cause raises `UserError` with one message that names the path.
+Every failure a user can cause raises `UserError` with one message that names the path. A text
+field longer than `MAX_TEXT_CHARS` is refused with the row that holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -35,6 +37,12 @@ BUILTIN_SPLIT_SIZES = {"train": (2000, 0), "test": (400, 1)}  # split: (rows, se
 JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 DATASETS_SUFFIXES = {".csv": "csv", ".parquet": "parquet"}
 DATA_SUFFIXES = JSON_SUFFIXES + tuple(DATASETS_SUFFIXES) + (".gz", ".tsv", ".txt", ".arrow")
+DEFAULT_TEST_SPLIT = "test"
+# Longest text one field may hold. Real prompts and responses are far shorter (a long HH-RLHF
+# dialogue is about 10,000 characters); millions of characters in one cell is a broken export
+# (a whole file pasted into a field), which would otherwise be tokenised in full before being
+# truncated, stalling the run for minutes on one row.
+MAX_TEXT_CHARS = 1_000_000
 
 
 class Rows(list):
@@ -63,21 +71,59 @@ def row_location(rows: list[dict], index: int) -> str:
 
 
 def load_rows(path: str, *, name: str | None = None, split: str = "train",
-              test_split: str | None = "test") -> tuple[list[dict], list[dict] | None, str]:
+              test_split: str | None = DEFAULT_TEST_SPLIT, split_option: str = "data.split",
+              test_split_option: str = "data.test_split",
+              ) -> tuple[list[dict], list[dict] | None, str]:
     """(train rows, test rows or None, a description of the source for messages).
 
     `split` must exist; the test rows are the source's own `test_split` when it has one (and
-    it differs from `split`), else None, and the caller holds out a fraction instead.
+    it differs from `split`), else None, and the caller holds out a fraction instead. Only the
+    default test split may be absent: any other name is the user's choice, and a typo in it
+    must not quietly turn into a held-out fraction. `split_option` and `test_split_option`
+    name the setting to change in messages (a config key or a command-line flag).
     """
     splits, description = _read_splits(path, name)
+    found = ", ".join(f"'{s}'" for s in splits) or "none"
     if split not in splits:
-        found = ", ".join(f"'{s}'" for s in splits) or "none"
         raise UserError(f"{description}: split '{split}' not found (splits found: {found}); "
-                        "set data.split to one of them")
-    train = _as_rows(splits[split], split, len(splits) > 1)
-    if test_split is None or test_split == split or test_split not in splits:
+                        f"set {split_option} to one of them")
+    train = _checked_rows(_as_rows(splits[split], split, len(splits) > 1), description)
+    if test_split is None or test_split == split:
         return train, None, description
-    return train, _as_rows(splits[test_split], test_split, True), description
+    if test_split not in splits:
+        if test_split != DEFAULT_TEST_SPLIT:
+            raise UserError(f"{description}: test split '{test_split}' not found (splits "
+                            f"found: {found}); set {test_split_option} to one of them, or to "
+                            f"'{split}' to hold out a fraction of the training rows instead")
+        return train, None, description
+    test = _checked_rows(_as_rows(splits[test_split], test_split, True), description)
+    return train, test, description
+
+
+def _checked_rows(rows: list[dict], source: str) -> list[dict]:
+    """The rows, once no field holds more than MAX_TEXT_CHARS characters of text."""
+    for index, row in enumerate(rows):
+        for key, value in row.items():
+            size = _text_size(value)
+            if size > MAX_TEXT_CHARS:
+                raise UserError(f"{source}: {row_location(rows, index)}: field '{key}' holds "
+                                f"{size:,} characters, over the limit of {MAX_TEXT_CHARS:,} per "
+                                "field; shorten that text or remove the row")
+    return rows
+
+
+def _text_size(value: Any) -> int:
+    """Characters of text in a field: a string, or a list of messages/strings (chat data).
+
+    Lists of anything else (token ids, scores) hold no text and are not walked.
+    """
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_text_size(item) for item in value.values())
+    if isinstance(value, list) and value and isinstance(value[0], str | dict | list):
+        return sum(_text_size(item) for item in value)
+    return 0
 
 
 def _as_rows(split_data: Any, split: str, name_split: bool) -> list[dict]:
@@ -232,11 +278,35 @@ def _read_with_datasets(path: str, shown: str, builder: str) -> Any:
     if builder == "csv":
         header = _csv_header(path, shown)
         options = {"converters": dict.fromkeys(header, str), "na_filter": False}
+    label = {"csv": "CSV", "parquet": "Parquet"}[builder]
     try:
-        return datasets.load_dataset(builder, data_files=path, split="train", **options)
+        with _quiet_datasets():
+            return datasets.load_dataset(builder, data_files=path, split="train", **options)
     except Exception as error:  # pandas/pyarrow raise many types; the message is what helps
-        raise UserError(f"{shown}: could not be read as {builder.upper()} "
-                        f"({_first_line(error)})") from None
+        raise UserError(f"{shown}: could not be read as {label} ({_first_line(error)}); check "
+                        f"that it is a complete {label} file, e.g. export it again") from None
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """Silence `datasets`' progress bars and log lines while it reads a local file or folder.
+
+    Local data loads in moments, and when it fails we say why in one line; without this,
+    datasets prints a "Generating train split" bar and logs the same failure first.
+    """
+    import datasets
+    from datasets.utils import logging
+
+    bars = datasets.is_progress_bar_enabled()
+    verbosity = logging.get_verbosity()
+    datasets.disable_progress_bars()
+    logging.set_verbosity(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def _csv_header(path: str, shown: str) -> list[str]:
@@ -256,7 +326,8 @@ def _folder_splits(path: str, shown: str) -> dict[str, Any]:
     saved = any(os.path.isfile(os.path.join(path, marker))
                 for marker in ("dataset_dict.json", "state.json"))
     try:
-        loaded = datasets.load_from_disk(path) if saved else datasets.load_dataset(path)
+        with _quiet_datasets():
+            loaded = datasets.load_from_disk(path) if saved else datasets.load_dataset(path)
     except Exception as error:  # the message names what is wrong with the folder
         raise UserError(f"{shown}: could not load the folder as a data set "
                         f"({_first_line(error)}); it should be a save_to_disk folder or hold "
