@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import re
 import shlex
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from rlhf.config import RunConfig, to_yaml
@@ -289,19 +291,17 @@ class Run:
             self._truncate_logs(-1)  # a run killed before its first checkpoint starts over
             return None
         step, path = checkpoints[-1]
-        for name, model in models.items():
-            load_model(self.accelerator.unwrap_model(model), str(path / f"{name}.safetensors"))
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(
-                torch.load(path / f"optimizer-{name}.pt", weights_only=True, map_location="cpu"))
-        for name, scheduler in schedulers.items():
-            scheduler.load_state_dict(torch.load(path / f"scheduler-{name}.pt", weights_only=True))
-        saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         rng_file = path / f"rng-{self.accelerator.process_index}.safetensors"
         if not rng_file.is_file():
             raise UserError(f"{path} was written by a run with a different number of "
                             f"processes (no {rng_file.name}); resume with the same number")
-        _restore_rng(rng_file, saved.pop("python_rng"))
+        try:
+            saved = _restore_checkpoint(path, rng_file, models, optimizers, schedulers,
+                                        self.accelerator.unwrap_model)
+        except (OSError, RuntimeError, ValueError, KeyError, SafetensorError,
+                pickle.UnpicklingError) as error:  # JSONDecodeError is a ValueError
+            raise UserError(f"checkpoint {path} cannot be read ({_first_line(error)}); delete "
+                            "it to resume from the one before, or start a new run") from None
         self._truncate_logs(step)
         if self.is_main:
             print(f"[rlhf] resumed from {path}", flush=True)
@@ -456,6 +456,30 @@ def _python_rng() -> list:
 
 
 # -- small file helpers -------------------------------------------------------------------------
+
+
+def _restore_checkpoint(path: Path, rng_file: Path, models, optimizers, schedulers,
+                        unwrap) -> dict:
+    """Load weights, optimizer/scheduler state and RNG from `path`; the saved state dict.
+
+    Weights come from safetensors and optimizer state through torch.load(weights_only=True),
+    which refuses anything but tensors and plain containers: a crafted pickle cannot run code.
+    """
+    for name, model in models.items():
+        load_model(unwrap(model), str(path / f"{name}.safetensors"))
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(
+            torch.load(path / f"optimizer-{name}.pt", weights_only=True, map_location="cpu"))
+    for name, scheduler in schedulers.items():
+        scheduler.load_state_dict(torch.load(path / f"scheduler-{name}.pt", weights_only=True))
+    saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    _restore_rng(rng_file, saved.pop("python_rng"))
+    return saved
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _crash_point(point: str, step: int) -> None:
