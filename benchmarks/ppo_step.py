@@ -82,6 +82,7 @@ def time_calls_alone(policy_path: Path, reward_path: Path, args, repeats: int = 
     from rlhf.generation import sample_responses
     from rlhf.models import frozen_copy, load_policy, value_model_from_policy
     from rlhf.rollout import response_logprobs, response_values
+    from rlhf.run import adamw_with_schedule
     from rlhf.scoring import RewardModelScorer
 
     policy, tokenizer = load_policy(str(policy_path))
@@ -97,7 +98,9 @@ def time_calls_alone(policy_path: Path, reward_path: Path, args, repeats: int = 
                                 pad_id=tokenizer.pad_token_id)
     mask = response_mask_after_stop(response, never)
     texts = tokenizer.batch_decode(response)
-    optimizer = torch.optim.AdamW(list(policy.parameters()) + list(value.parameters()), lr=1e-6)
+    optimizer, _ = adamw_with_schedule(  # the optimizer train-ppo uses (fused AdamW)
+        list(policy.parameters()) + list(value.parameters()), learning_rate=1e-6,
+        weight_decay=0.0, scheduler="constant", warmup_ratio=0.0, total_steps=4)
 
     def ppo_epochs() -> None:
         for _ in range(4):

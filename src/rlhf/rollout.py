@@ -47,7 +47,9 @@ def response_logprobs(model, query_ids, query_mask, response_ids, response_mask,
     logprobs = token_logprobs(logits, response_ids, temperature)
     if not with_entropy:
         return logprobs
-    return logprobs, entropy_from_logits(logits, temperature)
+    with torch.no_grad():  # a metric: no graph, so its (B, R, V) softmax is freed at once
+        entropy = entropy_from_logits(logits, temperature)
+    return logprobs, entropy
 
 
 def response_values(value_model, query_ids, query_mask, response_ids,

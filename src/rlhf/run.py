@@ -335,11 +335,24 @@ def adamw_with_schedule(parameters, *, learning_rate: float, weight_decay: float
     """AdamW and its learning-rate schedule (linear warmup, then linear/cosine/constant)."""
     from transformers import get_scheduler
 
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    optimizer = _adamw(list(parameters), lr=learning_rate, weight_decay=weight_decay)
     schedule = get_scheduler(SCHEDULER_NAMES[scheduler], optimizer,
                              num_warmup_steps=math.ceil(warmup_ratio * total_steps),
                              num_training_steps=total_steps)
     return optimizer, schedule
+
+
+def _adamw(parameters: list, **settings) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where torch has one for the parameters' device.
+
+    Measured on the 2-core CPU (BENCHMARKS.md): one step over 105M parameters takes 0.09 s
+    fused against 0.56 s with the default multi-tensor kernel, a few percent of a PPO
+    iteration at GPT-2-small size. Same update rule; results differ only by float rounding.
+    """
+    try:
+        return torch.optim.AdamW(parameters, fused=True, **settings)
+    except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
+        return torch.optim.AdamW(parameters, **settings)
 
 
 def gradient_norm_after_clipping(accelerator, parameters, max_grad_norm: float) -> float:
