@@ -101,12 +101,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ppo-scaling-") as tmp:
         work = Path(tmp)
         policy = make_policy(work / "policy", args.size)
-        batch_rows = [(b, *iteration_seconds(policy, work, b, args.fixed_length,
-                                             args.iterations))
+        measured: dict[tuple[int, int], tuple[float, float]] = {}  # the shared point once
+
+        def point(batch: int, length: int) -> tuple[float, float]:
+            if (batch, length) not in measured:
+                measured[batch, length] = iteration_seconds(policy, work, batch, length,
+                                                            args.iterations)
+            return measured[batch, length]
+
+        batch_rows = [(b, *point(b, args.fixed_length))
                       for b in map(int, args.batch_sizes.split(","))]
-        length_rows = [(n, *iteration_seconds(policy, work, args.fixed_batch, n,
-                                              args.iterations))
-                       for n in map(int, args.lengths.split(","))]
+        length_rows = [(n, *point(args.fixed_batch, n)) for n in map(int, args.lengths.split(","))]
     path = RESULTS / f"ppo_scaling_{args.size}.png"
     plot(batch_rows, length_rows, args.fixed_length, args.fixed_batch, path)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
