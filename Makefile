@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast demo bench lint clean
+.PHONY: setup test test-fast demo bench bench-trl lint clean
 
 $(BIN)/rlhf: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ bench: setup
 	$(BIN)/python benchmarks/ppo_step.py --new-tokens 32
 	$(BIN)/python benchmarks/ppo_scaling.py --iterations 2
 	$(BIN)/python benchmarks/optimizer_step.py
+
+# The same workloads through Hugging Face TRL, measured in the same run (BENCHMARKS.md). Not part
+# of `bench`: it installs TRL, into its own venvs benchmarks/.venv-trl-* (never into .venv), and
+# takes about half an hour on 2 CPUs.
+bench-trl: setup
+	$(BIN)/python benchmarks/compare_trl.py --setup
+	$(BIN)/python benchmarks/compare_trl.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

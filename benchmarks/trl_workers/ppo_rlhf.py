@@ -1,0 +1,89 @@
+"""rlhf side of the PPO comparison (main venv): a real `rlhf.train_ppo.train_ppo` run.
+
+Iteration time is the wall time between the ends of consecutive iterations (the loop's
+`_log_iteration` hook, wrapped here), so it covers everything the loop does. The final
+save_pretrained of policy and value (after the last iteration; TRL saves nothing with
+save_strategy="no") is skipped.
+
+    .venv/bin/python benchmarks/trl_workers/ppo_rlhf.py SPEC.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from common import StepClock, emit, median, optimizer_name, peak_rss_mb, read_spec, set_threads
+
+
+def main() -> None:
+    spec = read_spec()
+    set_threads(spec["threads"])
+    import torch
+
+    import rlhf.train_ppo as loop
+    from rlhf.config import PPOConfig, load_config
+
+    clock, rss = StepClock(), []
+    log_iteration = loop._log_iteration
+
+    def timed_log_iteration(*args, **kwargs):
+        clock.mark()
+        rss.append(peak_rss_mb())
+        return log_iteration(*args, **kwargs)
+
+    loop._log_iteration = timed_log_iteration
+    loop._save_final = lambda *args, **kwargs: None
+    made = {}
+    adamw_with_schedule = loop.adamw_with_schedule
+
+    def recorded_adamw(*args, **kwargs):
+        made["optimizer"], made["scheduler"] = adamw_with_schedule(*args, **kwargs)
+        return made["optimizer"], made["scheduler"]
+
+    loop.adamw_with_schedule = recorded_adamw
+
+    with open(spec["prompts"], encoding="utf-8") as handle:
+        prompts = json.load(handle)
+    iterations = spec["warmup"] + spec["iterations"]
+    batch = len(prompts["input_ids"])
+    output_dir = Path(spec["output_dir"]) / "run"
+    cfg = load_config(PPOConfig, None, [
+        f"run.output_dir={output_dir}", f"run.seed={spec['seed']}", "run.progress=false",
+        "run.save_every=0", "run.mixed_precision='no'",
+        f"data.path={prompts['path']}", "data.template=dolly",
+        f"data.max_prompt_tokens={prompts['max_prompt_tokens']}",
+        f"data.context_chars={prompts['context_chars']}", f"data.max_samples={batch}",
+        f"model.policy={spec['policy']}", f"model.reward={spec['reward']}",
+        "model.reward_template=concat", "model.reward_separator=''", "model.value_init=reward",
+        f"generate.max_new_tokens={spec['new_tokens']}",
+        f"generate.temperature={spec['temperature']}",
+        "ppo.kl_estimator=k1", "ppo.kl_coef=0.05", "ppo.adaptive_kl=false",
+        "ppo.gamma=1.0", "ppo.lam=0.95", "ppo.ppo_epochs=4", "ppo.num_minibatches=1",
+        "ppo.clip_range=0.2", "ppo.value_clip_range=0.2", "ppo.vf_coef=0.1",
+        "ppo.whiten_rewards=false", "ppo.score_normalization=none",
+        f"ppo.total_episodes={batch * iterations}",
+        f"train.batch_size={batch}", "train.micro_batch_size=0", "train.rollout_batch_size=0",
+        f"train.learning_rate={spec['lr']}", "train.scheduler=linear",
+        "train.max_grad_norm=0",  # TRL's PPO loop does not clip gradients
+        "samples_every=0"])
+    loop.train_ppo(cfg)
+
+    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").open()]
+    rows = [row for row in rows if "time/iteration" in row]
+    seconds = clock.intervals(spec["warmup"])
+    timed = rows[spec["warmup"]:]
+    phases = {key: median([row[key] for row in timed])
+              for key in ("time/generate", "time/forward", "time/score", "time/update")}
+    settings = {"optimizer": optimizer_name(made["optimizer"]),
+                "mixed_precision": cfg.run.mixed_precision, "gradient_checkpointing": False}
+    emit({"side": "rlhf", "settings": settings, "iteration_s_median": median(seconds),
+          "iteration_s": seconds,
+          "phases": phases, "response_length": [row["response/length"] for row in rows],
+          "query_width": prompts["query_width"],
+          "peak_rss_mb": rss[-1], "process_peak_rss_mb": peak_rss_mb(),
+          "torch": torch.__version__, "threads": torch.get_num_threads()})
+
+
+if __name__ == "__main__":
+    main()

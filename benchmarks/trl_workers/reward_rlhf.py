@@ -1,0 +1,60 @@
+"""rlhf side of the reward-model comparison (main venv): `rlhf.train_reward.reward_update` on the
+pre-tokenised pairs the driver wrote, batch after batch in the file's order.
+
+    .venv/bin/python benchmarks/trl_workers/reward_rlhf.py SPEC.json
+"""
+
+from __future__ import annotations
+
+import json
+
+from common import StepClock, emit, median, optimizer_name, peak_rss_mb, read_spec, set_threads
+
+
+def main() -> None:
+    spec = read_spec()
+    set_threads(spec["threads"])
+    import torch
+    from accelerate import Accelerator
+
+    from rlhf.data.preferences import TokenizedPreferences
+    from rlhf.models import load_reward_model
+    from rlhf.run import adamw_with_schedule
+    from rlhf.train_reward import reward_update
+
+    with open(spec["data"], encoding="utf-8") as handle:
+        pairs = json.load(handle)
+    data = TokenizedPreferences(
+        input_ids=[[c, r] for c, r in zip(pairs["chosen"], pairs["rejected"], strict=True)],
+        best=[0] * len(pairs["chosen"]), margins=None, listwise=False, truncated=0)
+    size, steps = spec["batch_size"], spec["warmup"] + spec["steps"]
+    batches = [list(range(i * size, (i + 1) * size)) for i in range(steps)]
+
+    torch.manual_seed(spec["seed"])
+    model, tokenizer = load_reward_model(spec["model"], trained=True)  # float32, dropout off
+    accelerator = Accelerator(cpu=True, mixed_precision="no")
+    optimizer, scheduler = adamw_with_schedule(  # what train-reward uses: fused AdamW
+        model.parameters(), learning_rate=spec["lr"], weight_decay=0.0, scheduler="constant",
+        warmup_ratio=0.0, total_steps=steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    clock, losses = StepClock(), []
+    for batch in batches:
+        stats = reward_update(model, optimizer, scheduler, accelerator, data, batch,
+                              micro_batch_size=size, pad_id=tokenizer.pad_token_id,
+                              center_coef=0.0, max_grad_norm=spec["max_grad_norm"],
+                              is_finite=lambda quantities: True)
+        clock.mark()
+        losses.append(stats["train/loss"])
+    seconds = clock.intervals(spec["warmup"])
+    settings = {"optimizer": optimizer_name(optimizer),
+                "mixed_precision": accelerator.mixed_precision,
+                "gradient_checkpointing": accelerator.unwrap_model(model).is_gradient_checkpointing}
+    emit({"side": "rlhf", "settings": settings, "pairs_per_s": len(seconds) * size / sum(seconds),
+          "step_s_median": median(seconds), "step_s": seconds, "losses": losses,
+          "peak_rss_mb": peak_rss_mb(), "torch": torch.__version__,
+          "threads": torch.get_num_threads()})
+
+
+if __name__ == "__main__":
+    main()
