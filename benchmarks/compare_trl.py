@@ -346,9 +346,10 @@ def print_reward(rows: list[dict], args) -> None:
               f"{med(theirs, 'pairs_per_s'):.2f} | **{speed:.2f}x** | "
               f"{med(ours, 'peak_rss_mb'):.0f} | {med(theirs, 'peak_rss_mb'):.0f} | "
               f"{memory:.2f} |")
+    print()
     for row in rows:
         ours, theirs = row["results"]["rlhf"], row["results"]["trl"]
-        print(f"\n- {row['size']}: first-step loss rlhf {ours[0]['losses'][0]:.6f}, TRL "
+        print(f"- {row['size']}: first-step loss rlhf {ours[0]['losses'][0]:.6f}, TRL "
               f"{theirs[0]['losses'][0]:.6f} (same weights, same batch: they should agree); "
               f"per-run pairs/s rlhf {rounded(ours, 'pairs_per_s')}, TRL "
               f"{rounded(theirs, 'pairs_per_s')}")
@@ -470,7 +471,7 @@ def main() -> None:
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
           + f", accelerate {importlib.metadata.version('accelerate')} (both sides)")
     print(f"Total wall time: {(time.perf_counter() - started) / 60:.1f} min")
-    print("Run lengths (kept short to fit about half an hour on 2 CPUs): reward "
+    print("Run lengths (kept short: about half an hour on 2 idle CPUs): reward "
           + ", ".join(f"{size} {args.reward_warmup} warm-up + {args.reward_steps[size]} timed "
                       "steps" for size in args.reward_sizes)
           + "; PPO " + ", ".join(f"{size} {args.ppo_warmup} warm-up + "
