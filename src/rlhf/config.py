@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from rlhf.errors import UserError
+from rlhf.errors import UserError, first_line
 
 T = TypeVar("T")
 
@@ -284,7 +284,7 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] =
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as error:
             key = getattr(error, "full_key", "") or "?"
-            raise UserError(f"config key '{key}' in {origin}: {_first_line(error)}; give it "
+            raise UserError(f"config key '{key}' in {origin}: {first_line(error)}; give it "
                             "a value of the right type") from None
     try:
         return OmegaConf.to_object(merged)
@@ -293,12 +293,8 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] =
                         f"or as {error.full_key}=... on the command line") from None
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or "?"
-        raise UserError(f"config key '{key}': {_first_line(error)}; give it a value of the "
+        raise UserError(f"config key '{key}': {first_line(error)}; give it a value of the "
                         "right type") from None
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0]
 
 
 def _yaml_position(error: Exception) -> str:
@@ -312,7 +308,7 @@ def _yaml_problem(error: Exception) -> str:
     problem itself is the part that helps on one line."""
     parts = [getattr(error, "context", None), getattr(error, "problem", None)]
     problem = ", ".join(part for part in parts if part)
-    return problem or _first_line(error)
+    return problem or first_line(error)
 
 
 def to_yaml(config: Any) -> str:

@@ -21,3 +21,10 @@ class StoppedBySignal(Exception):
 
     The CLI prints how to resume and exits 0: stopping on request is not a failure.
     """
+
+
+def first_line(error: Exception, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type name when the message is empty),
+    for one-line errors that quote a library's complaint; cut to `limit` characters if given."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:limit]

@@ -27,7 +27,7 @@ from transformers import (
 
 from rlhf import builtin_models
 from rlhf.algo.masking import last_true_index
-from rlhf.errors import UserError
+from rlhf.errors import UserError, first_line
 
 # Keys written into a reward model's config.json so scoring reads text the way it was trained
 # and PPO can normalise scores without another pass over data.
@@ -80,7 +80,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
                 name_or_path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as error:
             raise UserError(f"cannot load a tokenizer from '{name_or_path}': "
-                            f"{_first_line(error)} (a local folder needs tokenizer files; a hub "
+                            f"{first_line(error)} (a local folder needs tokenizer files; a hub "
                             "name needs network access)") from None
     return with_pad_token(tokenizer, name_or_path)
 
@@ -93,11 +93,6 @@ def with_pad_token(tokenizer, name_or_path: str):
                             "save one with a pad_token set")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def turn_off_dropout(model: nn.Module) -> None:
@@ -173,7 +168,7 @@ def load_policy(name_or_path: str, *, disable_dropout: bool = True,
                                      trust_remote_code=trust_remote_code)
         except ValueError as error:  # e.g. an encoder that has no causal-LM head
             raise UserError(f"'{name_or_path}' cannot be loaded as a causal language model: "
-                            f"{_first_line(error)}") from None
+                            f"{first_line(error)}") from None
     tokenizer.padding_side = "left"  # generation continues prompts flush against the response
     model.config.pad_token_id = tokenizer.pad_token_id
     if disable_dropout:
@@ -194,7 +189,7 @@ def _from_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedMode
     except (OSError, RuntimeError, SafetensorError, pickle.UnpicklingError) as error:
         # Truncated or garbage safetensors, a failed download, tensors of the wrong shape.
         raise UserError(f"cannot load the weights of model '{name_or_path}' "
-                        f"({_first_line(error)}); the weights file may be incomplete or "
+                        f"({first_line(error)}); the weights file may be incomplete or "
                         "corrupt: save or download the model again") from None
 
 
@@ -246,7 +241,7 @@ def _load_config(name_or_path: str, trust_remote_code: bool):
     try:
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot load model '{name_or_path}': {_first_line(error)} (a local "
+        raise UserError(f"cannot load model '{name_or_path}': {first_line(error)} (a local "
                         "folder needs config.json; a hub name needs network access)") from None
 
 

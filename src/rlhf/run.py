@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from rlhf.config import RunConfig, to_yaml
-from rlhf.errors import NonFiniteError, StoppedBySignal, UserError
+from rlhf.errors import NonFiniteError, StoppedBySignal, UserError, first_line
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -300,7 +300,7 @@ class Run:
                                         self.accelerator.unwrap_model)
         except (OSError, RuntimeError, ValueError, KeyError, SafetensorError,
                 pickle.UnpicklingError) as error:  # JSONDecodeError is a ValueError
-            raise UserError(f"checkpoint {path} cannot be read ({_first_line(error)}); delete "
+            raise UserError(f"checkpoint {path} cannot be read ({first_line(error)}); delete "
                             "it to resume from the one before, or start a new run") from None
         self._truncate_logs(step)
         if self.is_main:
@@ -488,11 +488,6 @@ def _restore_checkpoint(path: Path, rng_file: Path, models, optimizers, schedule
     saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     _restore_rng(rng_file, saved.pop("python_rng"))
     return saved
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _crash_point(point: str, step: int) -> None:

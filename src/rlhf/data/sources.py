@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from rlhf.errors import UserError
+from rlhf.errors import UserError, first_line
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_SPLIT_SIZES = {"train": (2000, 0), "test": (400, 1)}  # split: (rows, seed)
@@ -283,7 +283,7 @@ def _read_with_datasets(path: str, shown: str, builder: str) -> Any:
         with _quiet_datasets():
             return datasets.load_dataset(builder, data_files=path, split="train", **options)
     except Exception as error:  # pandas/pyarrow raise many types; the message is what helps
-        raise UserError(f"{shown}: could not be read as {label} ({_first_line(error)}); check "
+        raise UserError(f"{shown}: could not be read as {label} ({first_line(error, limit=300)}); check "
                         f"that it is a complete {label} file, e.g. export it again") from None
 
 
@@ -330,7 +330,7 @@ def _folder_splits(path: str, shown: str) -> dict[str, Any]:
             loaded = datasets.load_from_disk(path) if saved else datasets.load_dataset(path)
     except Exception as error:  # the message names what is wrong with the folder
         raise UserError(f"{shown}: could not load the folder as a data set "
-                        f"({_first_line(error)}); it should be a save_to_disk folder or hold "
+                        f"({first_line(error, limit=300)}); it should be a save_to_disk folder or hold "
                         "split files such as train.jsonl and test.jsonl") from None
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
@@ -344,11 +344,8 @@ def _hub_splits(path: str, name: str | None) -> dict[str, Any]:
         return dict(datasets.load_dataset(path, name))
     except Exception as error:  # offline, unknown name, gated, bad config: all end here
         raise UserError(f"'{path}' is not a local file or folder and could not be loaded from "
-                        f"the Hugging Face hub ({_first_line(error)}); loading a hub dataset "
+                        f"the Hugging Face hub ({first_line(error, limit=300)}); loading a hub dataset "
                         "needs hub access, otherwise pass a local path (.jsonl, .csv, .parquet, "
                         "a save_to_disk folder)") from None
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
