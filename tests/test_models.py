@@ -143,3 +143,28 @@ def test_value_model_from_a_gpt2_policy_has_no_dropout() -> None:
     ids = torch.tensor([[5, 6, 7, 8]])
     first = value(input_ids=ids, output_hidden_states=True).hidden_states[-1]
     assert torch.equal(first, value(input_ids=ids, output_hidden_states=True).hidden_states[-1])
+
+
+def test_gpt2_gelu_is_the_fused_kernel_with_the_same_outputs(tmp_path: Path) -> None:
+    """GPT-2's Python tanh GELU is swapped for torch's one-kernel version on load (a speed-up,
+    benchmarks/ppo_step.py): same function to float rounding, and the saved config unchanged."""
+    from transformers import AutoModelForCausalLM
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from rlhf.models import load_policy, value_model_from_policy
+
+    policy, tokenizer = load_policy("builtin:tiny-gpt2")
+    policy.save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+    original = AutoModelForCausalLM.from_pretrained(tmp_path / "policy").eval()
+    assert any(isinstance(m, NewGELUActivation) for m in original.modules())
+    loaded, _ = load_policy(str(tmp_path / "policy"))
+    value = value_model_from_policy(loaded)
+    for model in (loaded, value):
+        assert not any(isinstance(m, NewGELUActivation) for m in model.modules())
+        assert any(isinstance(m, GELUTanh) for m in model.modules())
+    assert loaded.config.activation_function == "gelu_new"
+    ids = torch.randint(0, 100, (2, 12))
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, original(input_ids=ids).logits,
+                              atol=1e-5)

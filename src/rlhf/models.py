@@ -24,6 +24,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
 
 from rlhf import builtin_models
 from rlhf.algo.masking import last_true_index
@@ -108,6 +109,21 @@ def turn_off_dropout(model: nn.Module) -> None:
                 setattr(module, attribute, 0.0)
 
 
+def use_fused_gelu(model: nn.Module) -> nn.Module:
+    """Swap Python tanh-GELU modules (GPT-2's `gelu_new`) for torch's one-kernel tanh GELU.
+
+    Same function, one pass instead of six elementwise passes (x^3, mul, add, tanh, ...) over
+    the (B, T, 4 x width) MLP activations, forward and backward: about 20 % of a GPT-2-small
+    PPO update on CPU (benchmarks/ppo_step.py). Outputs agree to ~1e-6. The config is untouched,
+    so saved models are unchanged.
+    """
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, (NewGELUActivation, FastGELUActivation)):
+                setattr(module, name, GELUTanh())
+    return model
+
+
 def load_reward_model(
     name_or_path: str,
     *,
@@ -148,7 +164,7 @@ def load_reward_model(
         model.config.pad_token_id = tokenizer.pad_token_id
     if disable_dropout:
         turn_off_dropout(model)
-    return model, tokenizer
+    return use_fused_gelu(model), tokenizer
 
 
 def load_policy(name_or_path: str, *, disable_dropout: bool = True,
@@ -173,7 +189,7 @@ def load_policy(name_or_path: str, *, disable_dropout: bool = True,
     model.config.pad_token_id = tokenizer.pad_token_id
     if disable_dropout:
         turn_off_dropout(model)
-    return model, tokenizer
+    return use_fused_gelu(model), tokenizer
 
 
 def _from_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedModel:
@@ -217,6 +233,7 @@ def value_model_from_policy(policy: PreTrainedModel, *, seed: int = 0,
         torch.manual_seed(seed)
         value = AutoModelForSequenceClassification.from_config(config)
     value.base_model.load_state_dict(policy.base_model.state_dict())
+    use_fused_gelu(value)
     if disable_dropout:
         turn_off_dropout(value)
     if not is_decoder_classifier(value):
