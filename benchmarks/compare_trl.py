@@ -333,19 +333,15 @@ def print_reward(rows: list[dict], args) -> None:
     print(f"\n### Reward model: pairs/s (batch {args.batch_size} pairs, max length "
           f"{args.max_length}, {args.reward_warmup} warm-up step(s), median of {args.repeats} "
           "runs per side)\n")
-    print("| model | timed steps | real / padded tokens per step | rlhf pairs/s | TRL pairs/s "
-          "| **speed ratio rlhf / TRL** | rlhf peak RSS (MB) | TRL peak RSS (MB) "
-          "| RSS ratio rlhf / TRL |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print_header(["model", "timed steps", "real / padded tokens per step", "rlhf pairs/s",
+                  "TRL pairs/s", "**speed ratio rlhf / TRL**"])
     for row in rows:
         ours, theirs = row["results"]["rlhf"], row["results"]["trl"]
         speed = med(ours, "pairs_per_s") / med(theirs, "pairs_per_s")
-        memory = med(ours, "peak_rss_mb") / med(theirs, "peak_rss_mb")
         print(f"| {row['size']} | {row['steps']} | {row['real_tokens']:.0f} / "
               f"{row['padded_tokens']:.0f} | {med(ours, 'pairs_per_s'):.2f} | "
               f"{med(theirs, 'pairs_per_s'):.2f} | **{speed:.2f}x** | "
-              f"{med(ours, 'peak_rss_mb'):.0f} | {med(theirs, 'peak_rss_mb'):.0f} | "
-              f"{memory:.2f} |")
+              f"{memory_cells(ours, theirs)} |")
     print()
     for row in rows:
         ours, theirs = row["results"]["rlhf"], row["results"]["trl"]
@@ -354,6 +350,19 @@ def print_reward(rows: list[dict], args) -> None:
               f"per-run pairs/s rlhf {rounded(ours, 'pairs_per_s')}, TRL "
               f"{rounded(theirs, 'pairs_per_s')}")
     print_settings(rows)
+
+
+def print_header(columns: list[str]) -> None:
+    """A markdown table header: the given columns, then the three peak-memory columns."""
+    columns = columns + ["rlhf peak RSS (MB)", "TRL peak RSS (MB)", "RSS ratio rlhf / TRL"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+
+
+def memory_cells(ours: list[dict], theirs: list[dict]) -> str:
+    """The three peak-memory cells of a row: rlhf, TRL (medians) and their ratio."""
+    mine, trl = med(ours, "peak_rss_mb"), med(theirs, "peak_rss_mb")
+    return f"{mine:.0f} | {trl:.0f} | {mine / trl:.2f}"
 
 
 def rounded(runs: list[dict], key: str) -> list[float]:
@@ -372,19 +381,16 @@ def print_ppo(rows: list[dict], args) -> None:
     print(f"\n### PPO: seconds per iteration (batch {args.batch_size}, 4 PPO epochs x 1 "
           f"minibatch, {args.ppo_warmup} warm-up iteration(s), median of {args.repeats} runs "
           "per side)\n")
-    print("| policy size | new tokens | timed iterations | rlhf s/iter | TRL s/iter | TRL net "
-          "of gc.collect | TRL gc.collect s/iter | **speed-up vs TRL** | speed-up vs TRL net "
-          "of gc | rlhf peak RSS (MB) | TRL peak RSS (MB) | RSS ratio rlhf / TRL |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print_header(["policy size", "new tokens", "timed iterations", "rlhf s/iter", "TRL s/iter",
+                  "TRL net of gc.collect", "TRL gc.collect s/iter", "**speed-up vs TRL**",
+                  "speed-up vs TRL net of gc"])
     for row in rows:
         ours, theirs = row["results"]["rlhf"], row["results"]["trl"]
         mine, trl = med(ours, "iteration_s_median"), med(theirs, "iteration_s_median")
         net = med(theirs, "net_iteration_s_median")
         print(f"| {row['size']} | {row['new_tokens']} | {row['iterations']} | {mine:.2f} | "
               f"{trl:.2f} | {net:.2f} | {med(theirs, 'gc_s_median'):.2f} | "
-              f"**{trl / mine:.2f}x** | {net / mine:.2f}x | {med(ours, 'peak_rss_mb'):.0f} | "
-              f"{med(theirs, 'peak_rss_mb'):.0f} | "
-              f"{med(ours, 'peak_rss_mb') / med(theirs, 'peak_rss_mb'):.2f} |")
+              f"**{trl / mine:.2f}x** | {net / mine:.2f}x | {memory_cells(ours, theirs)} |")
     print()
     for row in rows:
         ours, theirs = row["results"]["rlhf"], row["results"]["trl"]
