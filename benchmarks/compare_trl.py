@@ -7,16 +7,17 @@ benchmarks/.venv-trl-reward and benchmarks/.venv-trl-ppo, each pinned to the mai
 transformers, accelerate, datasets and tokenizers.
 
     .venv/bin/python benchmarks/compare_trl.py --setup   # create the TRL venvs (idempotent)
-    .venv/bin/python benchmarks/compare_trl.py           # the comparison (~25 min, 2 CPUs)
+    .venv/bin/python benchmarks/compare_trl.py           # the comparison (~1 h, 2 CPUs)
     .venv/bin/python benchmarks/compare_trl.py --quick   # tiny sizes, one repeat (smoke test)
 
 Same workload on both sides: the model folders are built once here (fixed seed, random
 weights) and loaded by both; the reward data is tokenised once here (rlhf's sentence-pair
 encoding, prompts cut from the left to max length) and both sides train on the same batches
-in the same order; PPO prompts are the same dolly prompts, tokenised once here. Each
-measurement is its own process (own timing, own peak RSS), alternating rlhf, TRL, rlhf,
-TRL, ...; the tables give medians over the repeats and their ratios. Needs ../shared/data
-beside the repository.
+in the same order; PPO prompts are the same dolly prompts, tokenised once here. A third
+comparison lets each tool batch the same reward pairs its own default way (rlhf groups by
+length, TRL samples at random) and times one whole epoch. Each measurement is its own
+process (own timing, own peak RSS), alternating rlhf, TRL, rlhf, TRL, ...; the tables give
+medians over the repeats and their ratios. Needs ../shared/data beside the repository.
 """
 
 from __future__ import annotations
@@ -183,6 +184,22 @@ def reward_pairs(path: Path, tokenizer_folder: Path, args) -> dict:
     return pairs
 
 
+def epoch_pairs(path: Path, tokenizer_folder: Path, args) -> dict:
+    """The first `args.epoch_pairs` training pairs in the dataset's order, tokenised by rlhf:
+    each side orders them for its one epoch as it does by default."""
+    from rlhf.data.preferences import load_preferences, tokenize_preferences
+    from rlhf.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tokenizer_folder))
+    train, _ = load_preferences(str(HH), test_fraction=0.1, seed=args.seed, tokenizer=tokenizer)
+    data = tokenize_preferences(train, tokenizer, template="pair", separator="\n",
+                                max_length=args.max_length)
+    pairs = {"chosen": [ids[0] for ids in data.input_ids[:args.epoch_pairs]],
+             "rejected": [ids[1] for ids in data.input_ids[:args.epoch_pairs]]}
+    path.write_text(json.dumps(pairs))
+    return pairs
+
+
 def token_counts(pairs: dict, batch_size: int, first: int, steps: int) -> tuple[float, float]:
     """(real, padded) tokens per timed step: chosen and rejected padded to the batch's longest."""
     real = padded = 0
@@ -289,6 +306,22 @@ def compare_reward(args, models: Path, work: Path) -> list[dict]:
     return rows
 
 
+def compare_reward_epoch(args, models: Path, work: Path) -> list[dict]:
+    """One whole epoch over the same pairs, each side batching them as it does by default
+    (rlhf: length-grouped; TRL: random). TRL given rlhf's grouped batches is `compare_reward`."""
+    size = args.reward_sizes[0]  # distilroberta unless --quick
+    model = build_reward_model(models / f"reward-{size}", size, args.seed)
+    data = work / "epoch_pairs.json"
+    epoch_pairs(data, model, args)
+    spec = {"model": str(model), "data": str(data), "batch_size": args.batch_size,
+            "epoch": True, "lr": 1e-5, "max_grad_norm": 1.0, "max_length": args.max_length,
+            "threads": args.threads, "seed": args.seed}
+    results = alternate(f"reward epoch {size}", [
+        ("rlhf", MAIN_PYTHON, "reward_rlhf.py", spec),
+        ("trl", VENVS["reward"] / "bin" / "python", "reward_trl.py", spec)], args.repeats, work)
+    return [{"size": size, "pairs": args.epoch_pairs, "results": results}]
+
+
 def compare_ppo(args, models: Path, work: Path) -> list[dict]:
     rows = []
     for size in args.ppo_sizes:
@@ -352,6 +385,27 @@ def print_reward(rows: list[dict], args) -> None:
     print_settings(rows)
 
 
+def print_reward_epoch(rows: list[dict], args) -> None:
+    print(f"\n### Reward model, each tool's default batching (rlhf length-grouped, TRL random): "
+          f"one epoch over the same {args.epoch_pairs} pairs (batch {args.batch_size}, median of "
+          f"{args.repeats} runs per side)\n")
+    print_header(["model", "rlhf real / padded tokens", "TRL real / padded tokens",
+                  "rlhf epoch s", "TRL epoch s", "**speed ratio rlhf / TRL**"])
+    for row in rows:
+        ours, theirs = row["results"]["rlhf"], row["results"]["trl"]
+        mine, trl = med(ours, "epoch_s"), med(theirs, "epoch_s")
+        print(f"| {row['size']} | {tokens_cell(ours)} | {tokens_cell(theirs)} | {mine:.1f} | "
+              f"{trl:.1f} | **{trl / mine:.2f}x** | {memory_cells(ours, theirs)} |")
+    print()
+    for row in rows:
+        print(f"- {row['size']}: per-run epoch s rlhf {rounded(row['results']['rlhf'], 'epoch_s')}"
+              f", TRL {rounded(row['results']['trl'], 'epoch_s')}")
+
+
+def tokens_cell(runs: list[dict]) -> str:
+    return f"{runs[0]['tokens']['real']} / {runs[0]['tokens']['padded']}"
+
+
 def print_header(columns: list[str]) -> None:
     """A markdown table header: the given columns, then the three peak-memory columns."""
     columns = columns + ["rlhf peak RSS (MB)", "TRL peak RSS (MB)", "RSS ratio rlhf / TRL"]
@@ -412,7 +466,8 @@ def print_ppo(rows: list[dict], args) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true", help="create the TRL venvs, then stop")
-    parser.add_argument("--only", choices=["reward", "ppo"], help="run one comparison only")
+    parser.add_argument("--only", choices=["reward", "reward-epoch", "ppo"],
+                        help="run one comparison only")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, one repeat, few steps: a smoke test of the harness")
     parser.add_argument("--repeats", type=int, default=3)
@@ -426,6 +481,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ppo-warmup", type=int, default=1)
     parser.add_argument("--ppo-iterations", type=int,
                         help="timed iterations (default gpt2-small 1, tiny 3)")
+    parser.add_argument("--epoch-pairs", type=int, default=64,
+                        help="pairs in the one-epoch reward comparison (default 64)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--max-prompt-tokens", type=int, default=64)
@@ -438,11 +495,14 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.reward_sizes, args.ppo_sizes = 1, ["tiny"], ["tiny"]
+        args.epoch_pairs = 16
     # Tuned so that the whole default comparison takes about half an hour on 2 CPUs: a
     # GPT-2-small PPO iteration alone takes ~50 s (32 new tokens) there.
     args.reward_steps = {"distilroberta": args.reward_steps or 4, "tiny": args.reward_steps or 32}
     args.ppo_iterations = {"gpt2-small": args.ppo_iterations or 1,
                            "tiny": args.ppo_iterations or 3}
+    if args.epoch_pairs % args.batch_size:
+        parser.error("--epoch-pairs must be a multiple of --batch-size (full batches only)")
     if args.reward_warmup < 1 or args.ppo_warmup < 1:
         parser.error("at least one warm-up step/iteration: timing starts at its end")
     return args
@@ -462,13 +522,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="compare-trl-") as tmp:
         work = Path(tmp)
         models = args.models_dir or work / "models"
-        reward_rows = [] if args.only == "ppo" else compare_reward(args, models, work)
-        ppo_rows = [] if args.only == "reward" else compare_ppo(args, models, work)
+        chosen = [args.only] if args.only else ["reward", "reward-epoch", "ppo"]
+        reward_rows = compare_reward(args, models, work) if "reward" in chosen else []
+        epoch_rows = compare_reward_epoch(args, models, work) if "reward-epoch" in chosen else []
+        ppo_rows = compare_ppo(args, models, work) if "ppo" in chosen else []
     versions = {}
-    for rows in (reward_rows, ppo_rows):
+    for rows in (reward_rows, epoch_rows, ppo_rows):
         for row in rows:
             trl_run = row["results"]["trl"][0]
-            versions[f"trl ({'RewardTrainer' if rows is reward_rows else 'PPOTrainer'})"] = \
+            versions[f"trl ({'PPOTrainer' if rows is ppo_rows else 'RewardTrainer'})"] = \
                 trl_run["trl"]
             versions["torch"], versions["transformers"] = trl_run["torch"], trl_run["transformers"]
     print(f"\nCommand: `.venv/bin/python benchmarks/{Path(__file__).name} "
@@ -477,15 +539,22 @@ def main() -> None:
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
           + f", accelerate {importlib.metadata.version('accelerate')} (both sides)")
     print(f"Total wall time: {(time.perf_counter() - started) / 60:.1f} min")
-    print("Run lengths (kept short: about half an hour on 2 idle CPUs): reward "
-          + ", ".join(f"{size} {args.reward_warmup} warm-up + {args.reward_steps[size]} timed "
-                      "steps" for size in args.reward_sizes)
-          + "; PPO " + ", ".join(f"{size} {args.ppo_warmup} warm-up + "
-                                 f"{args.ppo_iterations[size]} timed iteration(s)"
-                                 for size in args.ppo_sizes)
+    lengths = {
+        "reward": "reward " + ", ".join(f"{size} {args.reward_warmup} warm-up + "
+                                        f"{args.reward_steps[size]} timed steps"
+                                        for size in args.reward_sizes),
+        "reward-epoch": f"reward epoch {args.reward_sizes[0]} {args.epoch_pairs} pairs, timed "
+                        "whole",
+        "ppo": "PPO " + ", ".join(f"{size} {args.ppo_warmup} warm-up + "
+                                  f"{args.ppo_iterations[size]} timed iteration(s)"
+                                  for size in args.ppo_sizes)}
+    print("Run lengths (kept short: about an hour on 2 idle CPUs): "
+          + "; ".join(lengths[name] for name in chosen)
           + f"; {args.repeats} alternating runs per side")
     if reward_rows:
         print_reward(reward_rows, args)
+    if epoch_rows:
+        print_reward_epoch(epoch_rows, args)
     if ppo_rows:
         print_ppo(ppo_rows, args)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf.algo.logprobs import entropy_from_logits, token_logprobs
+from rlhf.algo.logprobs import token_logprobs, token_logprobs_and_entropy
 from rlhf.algo.masking import response_mask_after_stop
 from rlhf.algo.types import Rollout
 from rlhf.generation import sample_responses
@@ -33,23 +33,21 @@ def response_logits(model, query_ids, query_mask, response_ids, response_mask) -
     """(B, R, V) logits that predicted each response token (position t-1 predicts token t)."""
     input_ids, attention_mask, position_ids = _joined(query_ids, query_mask, response_ids,
                                                       response_mask)
-    width = response_ids.shape[1]
-    # Only the last R + 1 positions' logits: the prompt's full-vocabulary logits are never used.
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=width + 1).logits  # (B, R + 1, V)
-    return logits[:, :-1]
+    total, width = input_ids.shape[1], response_ids.shape[1]
+    # Only the R positions that predict response tokens get full-vocabulary logits: not the
+    # prompt's, and not the last position's (it predicts past the response).
+    predicting = torch.arange(total - width - 1, total - 1, device=input_ids.device)  # (R,)
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                 logits_to_keep=predicting).logits  # (B, R, V)
 
 
 def response_logprobs(model, query_ids, query_mask, response_ids, response_mask,
                       temperature: float, with_entropy: bool = False):
     """(B, R) log-probs of the response tokens under temperature-scaled logits (and entropy)."""
     logits = response_logits(model, query_ids, query_mask, response_ids, response_mask)
-    logprobs = token_logprobs(logits, response_ids, temperature)
     if not with_entropy:
-        return logprobs
-    with torch.no_grad():  # a metric: no graph, so its (B, R, V) softmax is freed at once
-        entropy = entropy_from_logits(logits, temperature)
-    return logprobs, entropy
+        return token_logprobs(logits, response_ids, temperature)
+    return token_logprobs_and_entropy(logits, response_ids, temperature)  # entropy: no graph
 
 
 def response_values(value_model, query_ids, query_mask, response_ids,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rlhf.algo.logprobs import entropy_from_logits, token_logprobs
+from rlhf.algo.logprobs import token_logprobs, token_logprobs_and_entropy
 
 
 def _random(dtype=torch.float32):
@@ -14,6 +14,11 @@ def _random(dtype=torch.float32):
     logits = (torch.randn(3, 5, 11, generator=generator) * 4).to(dtype)  # (B, T, V)
     labels = torch.randint(0, 11, (3, 5), generator=generator)  # (B, T)
     return logits, labels
+
+
+def entropy(logits, temperature=1.0):
+    labels = torch.zeros(logits.shape[:-1], dtype=torch.long)
+    return token_logprobs_and_entropy(logits, labels, temperature)[1]
 
 
 def _reference(logits, labels, temperature):
@@ -65,7 +70,7 @@ def test_float64_stays_float64_and_input_is_untouched():
     logits, labels = _random(torch.float64)
     before = logits.clone()
     assert token_logprobs(logits, labels, 0.7).dtype == torch.float64
-    assert entropy_from_logits(logits, 0.7).dtype == torch.float64
+    assert entropy(logits, 0.7).dtype == torch.float64
     assert torch.equal(logits, before)
 
 
@@ -73,7 +78,7 @@ def test_entropy_by_hand():
     # uniform over 4: ln 4; (1/4, 3/4): -(1/4 ln 1/4 + 3/4 ln 3/4) = 0.5623351446
     logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [0.0, math.log(3.0), -1e4, -1e4]]])  # (1, 2, 4)
     expected = torch.tensor([[math.log(4.0), 0.5623351446188083]])
-    assert_close(entropy_from_logits(logits), expected)
+    assert_close(entropy(logits), expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -82,6 +87,19 @@ def test_entropy_equals_direct_formula(dtype, temperature):
     logits, _ = _random(dtype)
     probabilities = torch.softmax(logits.float() / temperature, dim=-1)  # (B, T, V)
     direct = -(probabilities * probabilities.log()).sum(-1)  # (B, T)
-    out = entropy_from_logits(logits, temperature)
+    out = entropy(logits, temperature)
     assert out.shape == (3, 5) and out.dtype == torch.float32
     assert_close(out, direct)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_logprobs_with_entropy_equal_logprobs_alone_and_entropy_has_no_gradient(dtype):
+    logits, labels = _random(dtype)
+    leaf = logits.clone().requires_grad_(True)
+    logprobs, entropies = token_logprobs_and_entropy(leaf, labels, 0.7)
+    assert torch.equal(logprobs, token_logprobs(logits, labels, 0.7))
+    assert logprobs.requires_grad and not entropies.requires_grad
+    logprobs.sum().backward()
+    alone = logits.clone().requires_grad_(True)
+    token_logprobs(alone, labels, 0.7).sum().backward()
+    assert torch.equal(leaf.grad, alone.grad)
