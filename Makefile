@@ -36,6 +36,7 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/reward_throughput.py --batch-size 8 --steps 3
 	$(BIN)/python benchmarks/ppo_step.py --new-tokens 32
+	$(BIN)/python benchmarks/update_flops.py --new-tokens 32
 	$(BIN)/python benchmarks/ppo_scaling.py --iterations 2
 	$(BIN)/python benchmarks/optimizer_step.py
 

@@ -173,7 +173,7 @@ def test_non_string_value_names_row_and_column(tmp_path: Path) -> None:
     rows = pairs(4)
     rows[2]["chosen"] = 42
     rows[3]["prompt"] = None
-    with pytest.raises(UserError, match=r"^mem: row 3: column 'chosen' is a int, not text"):
+    with pytest.raises(UserError, match=r"^mem: row 3: column 'chosen' is an int, not text"):
         normalise_rows(rows, source="mem")
     path = write_jsonl(tmp_path / "pairs.jsonl", rows[3:])
     train, _, source = load_rows(path)

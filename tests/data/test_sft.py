@@ -251,7 +251,7 @@ def test_missing_prompt_column(tmp_path: Path) -> None:
 def test_non_string_response_names_the_line_and_column(tmp_path: Path) -> None:
     rows = [{"prompt": "p", "response": "a"}, {"prompt": "p", "response": 7}]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    with pytest.raises(UserError, match=r"bad\.jsonl: line 2: column 'response' is a int"):
+    with pytest.raises(UserError, match=r"bad\.jsonl: line 2: column 'response' is an int"):
         load_sft(path)
 
 

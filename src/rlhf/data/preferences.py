@@ -175,7 +175,9 @@ def _pair_texts(prompt, chosen, rejected, names: dict, where: str,
 
 def _require_string(value, column: str, where: str) -> None:
     if not isinstance(value, str):
-        shown = "missing (null)" if value is None else f"a {type(value).__name__}"
+        kind = type(value).__name__
+        shown = ("missing (null)" if value is None
+                 else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}")  # an int, a list
         raise UserError(f"{where}: column '{column}' is {shown}, not text; every value in it "
                         "must be a string (or, for chat data, a list of role/content messages)")
 
