@@ -42,7 +42,7 @@ bench: setup
 
 # The same workloads through Hugging Face TRL, measured in the same run (BENCHMARKS.md). Not part
 # of `bench`: it installs TRL, into its own venvs benchmarks/.venv-trl-* (never into .venv), and
-# takes about half an hour on 2 CPUs.
+# takes about an hour on 2 CPUs.
 bench-trl: setup
 	$(BIN)/python benchmarks/compare_trl.py --setup
 	$(BIN)/python benchmarks/compare_trl.py

@@ -496,7 +496,7 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.repeats, args.reward_sizes, args.ppo_sizes = 1, ["tiny"], ["tiny"]
         args.epoch_pairs = 16
-    # Tuned so that the whole default comparison takes about half an hour on 2 CPUs: a
+    # Tuned so that the whole default comparison takes about an hour on 2 CPUs: a
     # GPT-2-small PPO iteration alone takes ~50 s (32 new tokens) there.
     args.reward_steps = {"distilroberta": args.reward_steps or 4, "tiny": args.reward_steps or 32}
     args.ppo_iterations = {"gpt2-small": args.ppo_iterations or 1,
