@@ -162,42 +162,44 @@ def build_ppo_models(folder: Path, size: str, seed: int) -> tuple[Path, Path]:
     return policy, reward
 
 
-def reward_pairs(path: Path, tokenizer_folder: Path, args) -> dict:
-    """The training pairs of the first warm-up + timed steps, tokenised by rlhf, in rlhf's own
-    (length-grouped, seeded) batch order; written to `path` for both sides."""
-    from rlhf.data.batching import epoch_batches
+def tokenized_train_pairs(tokenizer_folder: Path, args):
+    """HH harmless-base's training split (rlhf's seeded split), tokenised by rlhf as
+    sentence pairs cut from the left to max length: what both sides of a reward run train on."""
     from rlhf.data.preferences import load_preferences, tokenize_preferences
     from rlhf.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(tokenizer_folder))
     train, _ = load_preferences(str(HH), test_fraction=0.1, seed=args.seed, tokenizer=tokenizer)
-    data = tokenize_preferences(train, tokenizer, template="pair", separator="\n",
+    return tokenize_preferences(train, tokenizer, template="pair", separator="\n",
                                 max_length=args.max_length)
-    lengths = [max(len(ids) for ids in example) for example in data.input_ids]
-    steps = args.reward_warmup + max(args.reward_steps.values())
-    batches = epoch_batches(len(data.best), args.batch_size, seed=args.seed, epoch=0,
-                            lengths=lengths)[:steps]
-    order = [index for batch in batches for index in batch]
+
+
+def write_pairs(path: Path, data, order: list[int]) -> dict:
+    """The pairs at `order`, as chosen and rejected id lists, written to `path` for both sides."""
     pairs = {"chosen": [data.input_ids[i][0] for i in order],
              "rejected": [data.input_ids[i][1] for i in order]}
     path.write_text(json.dumps(pairs))
     return pairs
 
 
-def epoch_pairs(path: Path, tokenizer_folder: Path, args) -> dict:
-    """The first `args.epoch_pairs` training pairs in the dataset's order, tokenised by rlhf:
-    each side orders them for its one epoch as it does by default."""
-    from rlhf.data.preferences import load_preferences, tokenize_preferences
-    from rlhf.models import load_tokenizer
+def reward_pairs(path: Path, tokenizer_folder: Path, args) -> dict:
+    """The training pairs of the first warm-up + timed steps, in rlhf's own (length-grouped,
+    seeded) batch order."""
+    from rlhf.data.batching import epoch_batches
 
-    tokenizer = load_tokenizer(str(tokenizer_folder))
-    train, _ = load_preferences(str(HH), test_fraction=0.1, seed=args.seed, tokenizer=tokenizer)
-    data = tokenize_preferences(train, tokenizer, template="pair", separator="\n",
-                                max_length=args.max_length)
-    pairs = {"chosen": [ids[0] for ids in data.input_ids[:args.epoch_pairs]],
-             "rejected": [ids[1] for ids in data.input_ids[:args.epoch_pairs]]}
-    path.write_text(json.dumps(pairs))
-    return pairs
+    data = tokenized_train_pairs(tokenizer_folder, args)
+    lengths = [max(len(ids) for ids in example) for example in data.input_ids]
+    steps = args.reward_warmup + max(args.reward_steps.values())
+    batches = epoch_batches(len(data.best), args.batch_size, seed=args.seed, epoch=0,
+                            lengths=lengths)[:steps]
+    return write_pairs(path, data, [index for batch in batches for index in batch])
+
+
+def epoch_pairs(path: Path, tokenizer_folder: Path, args) -> dict:
+    """The first `args.epoch_pairs` training pairs in the dataset's order: each side orders
+    them for its one epoch as it does by default."""
+    return write_pairs(path, tokenized_train_pairs(tokenizer_folder, args),
+                       list(range(args.epoch_pairs)))
 
 
 def token_counts(pairs: dict, batch_size: int, first: int, steps: int) -> tuple[float, float]:

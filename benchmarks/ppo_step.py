@@ -73,6 +73,19 @@ def run_training(folder: Path, policy: Path, reward: Path, args) -> dict[str, fl
     return {key: statistics.median(r[key] for r in rows) for key in keys}
 
 
+def ppo_epoch(policy, value, optimizer, query_ids, query_mask, response, mask) -> None:
+    """The model work of one PPO epoch with one minibatch: policy (with the entropy metric)
+    and value forward, backward through both, one optimizer step."""
+    from rlhf.rollout import response_logprobs, response_values
+
+    logprobs, _ = response_logprobs(policy, query_ids, query_mask, response, mask, 0.7,
+                                    with_entropy=True)
+    values = response_values(value, query_ids, query_mask, response, mask)
+    (logprobs.mean() + values.mean()).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def time_calls_alone(policy_path: Path, reward_path: Path, args, repeats: int = 3) -> dict:
     """The same model calls with the same shapes, each timed on its own (median of repeats)."""
     import torch
@@ -104,12 +117,7 @@ def time_calls_alone(policy_path: Path, reward_path: Path, args, repeats: int = 
 
     def ppo_epochs() -> None:
         for _ in range(4):
-            logprobs, entropy = response_logprobs(policy, query_ids, query_mask, response, mask,
-                                                  0.7, with_entropy=True)
-            values = response_values(value, query_ids, query_mask, response, mask)
-            (logprobs.mean() + values.mean() + 0 * entropy.mean()).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            ppo_epoch(policy, value, optimizer, query_ids, query_mask, response, mask)
 
     calls = {
         "generate": lambda: sample_responses(

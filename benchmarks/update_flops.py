@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ppo_step import DOLLY, make_models  # noqa: E402
+from ppo_step import DOLLY, make_models, ppo_epoch  # noqa: E402
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 # (rows, inner, columns): square, and GPT-2-small's projections over a batch of 8 x 96 tokens.
@@ -49,7 +49,6 @@ def epoch_runner(new_tokens: int, folder: Path):
 
     from rlhf.data.prompts import left_pad, load_prompts
     from rlhf.models import load_policy, value_model_from_policy
-    from rlhf.rollout import response_logprobs, response_values
     from rlhf.run import adamw_with_schedule
 
     policy_path, _ = make_models(folder)
@@ -65,15 +64,7 @@ def epoch_runner(new_tokens: int, folder: Path):
         list(policy.parameters()) + list(value.parameters()), learning_rate=1e-6,
         weight_decay=0.0, scheduler="constant", warmup_ratio=0.0, total_steps=1)
 
-    def epoch() -> None:
-        logprobs, _ = response_logprobs(policy, query_ids, query_mask, response, mask, 0.7,
-                                        with_entropy=True)
-        values = response_values(value, query_ids, query_mask, response, mask)
-        (logprobs.mean() + values.mean()).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return epoch
+    return lambda: ppo_epoch(policy, value, optimizer, query_ids, query_mask, response, mask)
 
 
 def main() -> None:
