@@ -163,9 +163,11 @@ CASES = [
     pytest.param(lambda ws: ws.train("train-reward", "data.path=" + str(ws.raw(
         "prefs.jsonl", json.dumps(PAIR).encode() + b'\n{"prompt": "caf\xe9"}\n'))),
         ["prefs.jsonl:2", "UTF-8"], id="reward-not-utf8"),
+    # An empty response is a legitimate (bad) answer and is kept (test_empty_responses.py); a
+    # missing one is the user's to fix.
     pytest.param(lambda ws: ws.train("train-reward", "data.path=" + str(ws.jsonl(
-        "prefs.jsonl", [PAIR | {"chosen": ""}] * 4))),
-        ["prefs.jsonl", "line 1", "'chosen'", "empty"], id="reward-empty-chosen"),
+        "prefs.jsonl", [PAIR, PAIR | {"chosen": None}] * 2))),
+        ["prefs.jsonl", "line 2", "'chosen'", "missing (null)"], id="reward-null-chosen"),
     pytest.param(lambda ws: ws.train("train-reward", "data.path=" + str(ws.jsonl(
         "prefs.jsonl", [PAIR, PAIR | {"chosen": HUGE}]))),
         ["prefs.jsonl", "line 2", "'chosen'", "1,000,000"], id="reward-huge-field"),
@@ -211,9 +213,14 @@ CASES = [
         "sft.jsonl", [{"question": "q", "answer": "a"}] * 4))),
         ["sft.jsonl", "response", "'question'", "data.columns.response="],
         id="sft-wrong-columns"),
+    # Empty responses are dropped and counted; only a file with nothing else stops the run.
     pytest.param(lambda ws: ws.train("train-sft", "data.path=" + str(ws.jsonl(
         "sft.jsonl", [SFT_ROW | {"response": ""}] * 4))),
-        ["sft.jsonl", "line 1", "'response'", "empty"], id="sft-empty-responses"),
+        ["sft.jsonl", "no usable SFT examples", "4 with an empty response"],
+        id="sft-only-empty-responses"),
+    pytest.param(lambda ws: ws.train("train-sft", "data.path=" + str(ws.jsonl(
+        "sft.jsonl", [SFT_ROW, SFT_ROW | {"response": None}] * 2))),
+        ["sft.jsonl", "line 2", "'response'", "missing (null)"], id="sft-null-response"),
     pytest.param(lambda ws: ws.train("train-sft", "data.path=" + str(ws.raw(
         "sft.csv", b"prompt,response\nThe harbour.,Gulls.\nThe caf\xe9.,Birds.\n"))),
         ["sft.csv:3", "UTF-8"], id="sft-csv-not-utf8"),
@@ -349,8 +356,9 @@ CASES = [
         ["empty", "metrics.jsonl"], id="report-no-run"),
     pytest.param(lambda ws: ["train-dpo", "--config", "x.yaml"],
         ["invalid choice", "'train-dpo'", "--help"], id="cli-unknown-subcommand"),
-    pytest.param(lambda ws: ["train-reward"], ["--config", "required", "--help"],
-        id="cli-missing-required-option"),
+    # --config is optional (overrides may give every required key); what is missing is named.
+    pytest.param(lambda ws: ["train-reward"], ["data.path", "required", "--config"],
+        id="cli-missing-required-key"),
     pytest.param(lambda ws: [], ["COMMAND", "required"], id="cli-no-subcommand"),
     pytest.param(lambda ws: ["score", "--reward-model", str(ws.models.reward), "--bogus"],
         ["--bogus", "unrecognized"], id="cli-unknown-option"),

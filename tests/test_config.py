@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.config import RewardConfig, load_config, to_yaml
+from rlhf.config import PPOConfig, RewardConfig, load_config, to_yaml
 from rlhf.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -93,3 +93,67 @@ def test_seed_workload_matches_the_mission() -> None:
     assert cfg.data.path == "trl-lib/lm-human-preferences-descriptiveness"
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.learning_rate) == (3, 16, 5e-5)
     assert cfg.data.max_length == 512
+
+
+# YAML 1.1 (and OmegaConf's override parser) reads an unquoted yes/no/on/off/true/false as a
+# boolean; a text field must get the word back, or an error saying to quote it.
+
+PPO_REQUIRED = ["data.path=builtin:descriptiveness", "model.policy=builtin:tiny-gpt2",
+                "model.reward=rlhf.rule_rewards:vivid_word_fraction"]
+
+
+@pytest.mark.parametrize("word", ["no", "No", "NO", "off", "false"])
+def test_mixed_precision_no_from_the_command_line(minimal: Path, word: str) -> None:
+    cfg = load_config(RewardConfig, minimal, [f"run.mixed_precision={word}"])
+    assert cfg.run.mixed_precision == "no"
+    ppo = load_config(PPOConfig, CONFIGS / "ppo/tiny.yaml", [f"run.mixed_precision={word}"])
+    assert ppo.run.mixed_precision == "no"
+
+
+def test_mixed_precision_no_from_a_nested_yaml_section(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  mixed_precision: no\ndata:\n  path: p\nmodel:\n  name_or_path: m\n")
+    cfg = load_config(RewardConfig, path)
+    assert cfg.run.mixed_precision == "no"
+    # The resolved config quotes the word, so it reads back the same.
+    out = tmp_path / "resolved.yaml"
+    out.write_text(to_yaml(cfg))
+    assert "mixed_precision: 'no'" in out.read_text()
+    assert load_config(RewardConfig, out) == cfg
+
+
+@pytest.mark.parametrize(("override", "key", "typed"), [
+    ("run.mixed_precision=yes", "run.mixed_precision", "'yes'"),  # no boolean means a precision
+    ("model.reward_template=off", "model.reward_template", "'off'"),  # str | None
+    ("generate.stop_token=True", "generate.stop_token", "'True'"),  # str | None
+    ("data.template=no", "data.template", "'no'"),
+    ("data.columns.prompt=on", "data.columns.prompt", "'on'"),  # a mapping's value
+    ("run.report_to=[on]", "run.report_to", "yes/on/true"),  # a list's item
+])
+def test_a_yaml_boolean_in_a_text_override_says_to_quote_it(override: str, key: str,
+                                                             typed: str) -> None:
+    with pytest.raises(UserError) as caught:
+        load_config(PPOConfig, None, [*PPO_REQUIRED, override])
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"config key '{key}' in the command-line overrides" in message
+    assert f"YAML read {typed} as the boolean" in message
+    assert "quote the value" in message
+
+
+def test_a_yaml_boolean_in_a_text_field_of_a_file_says_to_quote_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  path: p\n  name: yes\nmodel:\n  name_or_path: m\n")  # str | None
+    with pytest.raises(UserError, match=r"config key 'data.name' in .*c.yaml: YAML read "
+                                        r"yes/on/true as the boolean true.*quote the value, "
+                                        r"e.g. name: 'yes'"):
+        load_config(RewardConfig, path)
+
+
+def test_quoted_words_and_real_booleans_are_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  resume: yes\n  progress: off\ndata:\n  path: p\n  name: 'no'\n"
+                    "model:\n  name_or_path: m\n")
+    cfg = load_config(RewardConfig, path, ["model.tokenizer='off'"])
+    assert (cfg.run.resume, cfg.run.progress) == (True, False)
+    assert (cfg.data.name, cfg.model.tokenizer) == ("no", "off")

@@ -6,9 +6,9 @@ Stated tolerance (docs/reliability.md): every logged metric within 1e-3 (absolut
 relative) and every final weight within 1e-3; clip fractions, which count threshold crossings,
 within 0.02. Differences come only from float summation order (a batch split in two sums in
 another order) that Adam then carries into weights. value/explained_variance is left out: it
-is taken per micro-batch, so it depends on how the rows are split. PPO is compared with
-ppo.num_minibatches=1: with several minibatches each process shuffles its own rows, so the
-minibatches differ (same expectation, different numbers).
+is taken per micro-batch, so it depends on how the rows are split. PPO runs with two
+minibatches per epoch and an approx-KL early stop that fires: every process trains on its share
+of the same global minibatches, and stops at the epoch one process would stop at.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ STAGES = {
     "reward": (["train-reward", "--config", "configs/reward/tiny.yaml", "train.max_steps=6",
                 "data.max_samples=400"], ["model/model.safetensors"]),
     "ppo": (["train-ppo", "--config", "configs/ppo/tiny.yaml", "train.batch_size=8",
-             "ppo.total_episodes=48", "ppo.num_minibatches=1", "ppo.normalization_samples=16",
-             "samples_every=1"], ["policy/model.safetensors", "value/model.safetensors"]),
+             "ppo.total_episodes=48", "ppo.num_minibatches=2", "ppo.normalization_samples=16",
+             "ppo.target_approx_kl=0.02", "samples_every=1"],
+            ["policy/model.safetensors", "value/model.safetensors"]),
 }
 SPLIT_DEPENDENT = {"value/explained_variance"}
 
@@ -79,6 +80,8 @@ def test_two_processes_match_one_with_the_same_global_batch(stage: str, tmp_path
         assert worst <= 1e-3, (name, worst)
     if stage == "ppo":  # sampling is keyed by prompt, not by process: the same responses
         assert (double / "samples.jsonl").read_text() == (single / "samples.jsonl").read_text()
+        epochs = [r["ppo/epochs_done"] for r in records(double)]
+        assert min(epochs) < 4, epochs  # the approx-KL early stop fired (4 = ppo.ppo_epochs)
 
     # Only rank 0 writes: the same files, no line twice. Each rank saved its own RNG state,
     # and the states differ (per-rank seeds).

@@ -41,9 +41,13 @@ def test_schedule_total_episodes_and_length_sampler() -> None:
                  "generate.max_new_tokens=16")
     schedule = IterationSchedule(100, cfg)
     assert schedule.iterations == 3
-    lengths = [schedule.response_length(i) for i in range(50)]
+    lengths = schedule.response_lengths(0, list(range(50)))  # one draw per prompt
     assert min(lengths) >= 4 and max(lengths) <= 16 and len(set(lengths)) > 3
-    assert lengths == [IterationSchedule(100, cfg).response_length(i) for i in range(50)]
+    assert lengths == IterationSchedule(100, cfg).response_lengths(0, list(range(50)))
+    assert schedule.response_lengths(0, [7, 3]) == [lengths[7], lengths[3]]  # keyed by prompt
+    assert schedule.response_lengths(1, list(range(50))) != lengths  # and by iteration
+    fixed = IterationSchedule(100, config("train.batch_size=4", "generate.max_new_tokens=9"))
+    assert fixed.response_lengths(5, [1, 2]) == [9, 9]
 
 
 def test_schedule_refuses_a_batch_larger_than_the_prompts() -> None:
@@ -110,34 +114,63 @@ def fake_rollout(policy, tokenizer) -> Rollout:
                    ended_with_eos=torch.ones(4, dtype=torch.bool))
 
 
-def run_update(micro_batch_size: int) -> dict:
+def run_update(micro_batch_size: int, *, old_logprob_shift: float = 0.0,
+               ratio_threshold: float | None = None, per_minibatch: int = 4,
+               ppo_epochs: int = 1) -> dict:
     from accelerate import Accelerator
 
     policy, tokenizer = load_policy("builtin:tiny-gpt2", seed=0)
     value = value_model_from_policy(policy, seed=0)
     rollout = fake_rollout(frozen_copy(policy), tokenizer)
+    rollout.logprobs = rollout.logprobs - old_logprob_shift  # ratio exp(shift) from the start
     kl = torch.zeros_like(rollout.logprobs)
     advantages, returns, _, _ = advantages_and_returns(rollout, kl, 0.1, gamma=1.0, lam=0.95,
                                                        whiten_rewards=False)
     optimizer = torch.optim.SGD(list(policy.parameters()) + list(value.parameters()), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    settings = UpdateSettings(ppo_epochs=1, per_minibatch=4, micro_batch_size=micro_batch_size,
-                              clip_range=0.2, value_clip_range=0.2, vf_coef=0.1,
-                              temperature=1.0, max_grad_norm=0.0, target_approx_kl=None)
-    torch.manual_seed(1)
-    stats = ppo_update(policy, value, optimizer, scheduler, Accelerator(cpu=True), rollout,
-                       advantages, returns, settings)
-    return {"policy": policy.state_dict(), "stats": stats}
+    settings = UpdateSettings(ppo_epochs=ppo_epochs, per_minibatch=per_minibatch,
+                              micro_batch_size=micro_batch_size, clip_range=0.2,
+                              value_clip_range=0.2, vf_coef=0.1, temperature=1.0,
+                              max_grad_norm=0.0, target_approx_kl=None,
+                              ratio_threshold=ratio_threshold)
+    stats, outcomes = ppo_update(policy, value, optimizer, scheduler, Accelerator(cpu=True),
+                                 rollout, advantages, returns, settings)
+    return {"policy": policy.state_dict(), "stats": stats, "outcomes": outcomes}
 
 
 def test_first_update_starts_at_ratio_one_and_micro_batches_match_one_batch() -> None:
     whole, split = run_update(4), run_update(1)
+    assert whole["outcomes"] == split["outcomes"] == ["stepped"]
     assert whole["stats"]["policy/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
     assert whole["stats"]["policy/clipfrac"] == 0.0
     for key, tensor in whole["policy"].items():
         torch.testing.assert_close(tensor, split["policy"][key], atol=1e-6, rtol=1e-5)
     assert whole["stats"]["loss/policy"] == pytest.approx(split["stats"]["loss/policy"],
                                                           abs=1e-6)
+
+
+def test_ratio_threshold_skips_the_minibatch_and_counts_it() -> None:
+    """trl 0.11's ratio_threshold: a minibatch whose mean ratio is above it is a loss spike in
+    the making; it takes no optimizer step. exp(1) = 2.7 > 2 here; 3 keeps the step."""
+    untouched = load_policy("builtin:tiny-gpt2", seed=0)[0].state_dict()
+    skipped = run_update(4, old_logprob_shift=1.0, ratio_threshold=2.0, per_minibatch=2,
+                         ppo_epochs=2)
+    assert skipped["outcomes"] == ["ratio_skipped"] * 4
+    assert skipped["stats"]["ppo/ratio_skipped_minibatches"] == 4.0
+    assert all(torch.equal(tensor, untouched[key]) for key, tensor in skipped["policy"].items())
+    kept = run_update(4, old_logprob_shift=1.0, ratio_threshold=3.0, per_minibatch=2)
+    assert kept["outcomes"] == ["stepped"] * 2 and kept["stats"]["policy/ratio_mean"] > 2.0
+
+
+def test_minibatch_order_is_keyed_by_seed_iteration_and_epoch() -> None:
+    from rlhf.train_ppo import minibatch_order
+
+    order = minibatch_order(16, 0, 3, 1)
+    assert sorted(order.tolist()) == list(range(16))
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert torch.equal(order, minibatch_order(16, 0, 3, 1))
+    others = [minibatch_order(16, *key) for key in ((1, 3, 1), (0, 4, 1), (0, 3, 2))]
+    assert all(not torch.equal(order, other) for other in others)
 
 
 def test_value_model_starts_from_a_decoder_reward_model_sharing_the_tokenizer(tmp_path) -> None:

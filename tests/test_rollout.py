@@ -124,6 +124,54 @@ def test_collect_rollout_scores_truncated_text(policy) -> None:
                                rollout.ref_logprobs * rollout.response_mask)
 
 
+def test_each_row_stops_at_its_own_length_limit_and_the_mask_knows_it(policy) -> None:
+    """The seed's per-sample LengthSampler: row i samples at most limits[i] tokens; the
+    response mask ends there too (pad == EOS must not look like a stop or a real token)."""
+    model, tokenizer = policy
+    query_ids, query_mask = left_pad(prompts_of(tokenizer), tokenizer.pad_token_id)
+    limits = [2, 5, 3]
+    common = {"temperature": 1.0, "stop_token_ids": [-1], "pad_id": tokenizer.pad_token_id,
+              "row_seeds": [11, 12, 13]}
+    responses = sample_responses(model, query_ids, query_mask, max_new_tokens=limits, **common)
+    assert responses.shape[1] == 5
+    uniform = sample_responses(model, query_ids, query_mask, max_new_tokens=5, **common)
+    for row, limit in enumerate(limits):  # the same tokens up to the limit, padding after it
+        assert responses[row, :limit].tolist() == uniform[row, :limit].tolist()
+        assert (responses[row, limit:] == tokenizer.pad_token_id).all()
+    rollout, _ = collect_rollout(
+        model, frozen_copy(model), None, FunctionScorer(lambda p, r: [0.0] * len(r), "zero"),
+        query_ids=query_ids, query_mask=query_mask, score_prompts=["a", "b", "c"],
+        tokenizer=tokenizer, max_new_tokens=limits, temperature=1.0,
+        stop_token_ids=[tokenizer.eos_token_id], row_seeds=[11, 12, 13])
+    lengths = rollout.response_mask.sum(1)
+    stopped = rollout.ended_with_eos
+    assert all(int(n) == limit or bool(s)
+               for n, limit, s in zip(lengths, limits, stopped, strict=True))
+    assert all(int(n) <= limit for n, limit in zip(lengths, limits, strict=True))
+
+
+def test_generation_passes_the_kv_cache_by_its_current_name(policy, caplog) -> None:
+    """transformers 5.2x renamed `past_key_values` to `cache` and warns on the old name."""
+    from transformers.utils import logging as hf_logging
+
+    from rlhf.generation import _kv_cache
+
+    model, tokenizer = policy
+    ids = torch.tensor([tokenizer("Rain")["input_ids"]])
+    output = model(input_ids=ids, use_cache=True)
+    expected = "cache" if "cache" in output.keys() else "past_key_values"  # older releases
+    assert list(_kv_cache(output)) == [expected]
+    hf_logging.get_logger("x").warning_once.cache_clear()  # let a warning show again
+    handler_logger = hf_logging.get_logger("transformers")
+    handler_logger.addHandler(caplog.handler)
+    try:
+        sample_responses(model, ids, torch.ones_like(ids, dtype=torch.bool), max_new_tokens=3,
+                         temperature=1.0, stop_token_ids=[-1], pad_id=tokenizer.pad_token_id)
+    finally:
+        handler_logger.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
+
+
 # -- cross-tokenizer scoring with the real GPT-2 and RoBERTa tokenizer files --------------------
 
 

@@ -139,3 +139,25 @@ def test_generate_command_answers_every_prompt(tiny_run: Path, tmp_path: Path) -
     assert [r["prompt"] for r in rows] == ["The harbour was quiet.",
                                            "The old mill stood by the river."]
     assert all(isinstance(r["response"], str) and r["response"] for r in rows)
+
+
+def test_reference_normalisation_is_measured_on_responses_drawn_like_training(
+        tmp_path: Path, monkeypatch) -> None:
+    """With a length-sensitive reward and per-row lengths in [2, 12], normalised scores start
+    near 0. Measured at max_new_tokens instead, they started about 2 std below it."""
+    settings = ["model.reward=rlhf.rule_rewards:response_length", "generate.min_new_tokens=2",
+                "ppo.total_episodes=32", "ppo.normalization_samples=64", "samples_every=0"]
+    out = tmp_path / "run"
+    train_ppo(tiny(out, *settings))
+    assert abs(records(out)[0]["objective/score"]) < 0.5
+
+    import rlhf.train_ppo
+
+    def at_max_length(self, iteration, indices):  # the old measurement, for contrast
+        return [self.max_new] * len(indices) if iteration < 0 else drawn(self, iteration,
+                                                                          indices)
+    drawn = rlhf.train_ppo.IterationSchedule.response_lengths
+    monkeypatch.setattr(rlhf.train_ppo.IterationSchedule, "response_lengths", at_max_length)
+    old = tmp_path / "old"
+    train_ppo(tiny(old, *settings))
+    assert records(old)[0]["objective/score"] < -1.0

@@ -52,7 +52,7 @@ def main() -> None:
     if spec.get("epoch"):
         clock.mark()  # the epoch's clock starts with its first step
     for batch in batches:
-        stats = reward_update(model, optimizer, scheduler, accelerator, data, batch,
+        stats, _ = reward_update(model, optimizer, scheduler, accelerator, data, batch,
                               micro_batch_size=size, pad_id=tokenizer.pad_token_id,
                               center_coef=0.0, max_grad_norm=spec["max_grad_norm"],
                               is_finite=lambda quantities: True)

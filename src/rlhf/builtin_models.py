@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     GPT2Config,
@@ -22,6 +21,7 @@ from transformers import (
 
 from rlhf.data.synthetic import descriptiveness_corpus
 from rlhf.errors import UserError
+from rlhf.seeding import weights_seeded
 
 PREFIX = "builtin:"
 VOCAB_SIZE = 2048
@@ -90,14 +90,13 @@ def build_builtin(name_or_path: str, model_class, seed: int, tokenizer=None, **c
     """Instantiate `model_class` (an Auto* class) for a built-in name with seeded random weights.
 
     The architecture is sized for `tokenizer` when given (e.g. a tiny model over the real
-    RoBERTa vocabulary), else for the built-in tokenizer. The global RNG is left untouched so
-    that building a model does not shift data order or sampling elsewhere in the run.
+    RoBERTa vocabulary), else for the built-in tokenizer. Every other random stream is left
+    untouched (`rlhf.seeding`).
     """
     tokenizer = tokenizer or builtin_tokenizer(name_or_path)
     config = builtin_config(name_or_path, tokenizer)
     for key, value in config_overrides.items():
         setattr(config, key, value)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with weights_seeded(seed):
         model = model_class.from_config(config)
     return model, tokenizer

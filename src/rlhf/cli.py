@@ -19,48 +19,67 @@ from rlhf.errors import NonFiniteError, StoppedBySignal, UserError
 
 def _train_sft(args: argparse.Namespace) -> None:
     from rlhf.config import SFTConfig, load_config
+
+    # Before the heavy imports, so that a config mistake shows at once.
+    config = load_config(SFTConfig, args.config, args.overrides)
     from rlhf.train_sft import train_sft
 
-    train_sft(load_config(SFTConfig, args.config, args.overrides))
+    train_sft(config)
 
 
 def _train_reward(args: argparse.Namespace) -> None:
     from rlhf.config import RewardConfig, load_config
+
+    config = load_config(RewardConfig, args.config, args.overrides)
     from rlhf.train_reward import train_reward
 
-    train_reward(load_config(RewardConfig, args.config, args.overrides))
+    train_reward(config)
 
 
 def _eval_reward(args: argparse.Namespace) -> None:
     from rlhf.evaluate import evaluate_reward_model
+    from rlhf.scoring import APPEND_EOS_CHOICES
 
     result = evaluate_reward_model(
         args.reward_model, args.data, name=args.name, split=args.split,
         columns=_columns(args.column), max_samples=args.max_samples,
-        batch_size=args.batch_size, max_length=args.max_length)
+        batch_size=args.batch_size, max_length=args.max_length,
+        append_eos=APPEND_EOS_CHOICES[args.append_eos])
     print(json.dumps(result, indent=2))
 
 
 def _score(args: argparse.Namespace) -> None:
-    from rlhf.scoring import score_file, score_pair
+    from rlhf.scoring import APPEND_EOS_CHOICES, score_file, score_pair
 
+    append_eos = APPEND_EOS_CHOICES[args.append_eos]
     if args.input:
         if not args.output:
             raise UserError("--input needs --output F.jsonl to write the scores to")
         count = score_file(args.reward_model, args.input, args.output,
-                           batch_size=args.batch_size, max_length=args.max_length)
+                           batch_size=args.batch_size, max_length=args.max_length,
+                           append_eos=append_eos)
         print(f"scored {count} rows -> {args.output}")
     elif args.prompt is not None and args.response is not None:
-        print(f"{score_pair(args.reward_model, args.prompt, args.response):.6f}")
+        score = score_pair(args.reward_model, args.prompt, args.response,
+                           max_length=args.max_length, append_eos=append_eos)
+        print(f"{score:.6f}")
     else:
         raise UserError("give --prompt P --response R, or --input F.jsonl --output F.jsonl")
 
 
 def _train_ppo(args: argparse.Namespace) -> None:
     from rlhf.config import PPOConfig, load_config
+
+    config = load_config(PPOConfig, args.config, args.overrides)
     from rlhf.train_ppo import train_ppo
 
-    train_ppo(load_config(PPOConfig, args.config, args.overrides))
+    train_ppo(config)
+
+
+def _config(args: argparse.Namespace) -> None:
+    from rlhf.config_docs import describe_stage
+
+    print(describe_stage(args.stage, args.config, args.overrides), end="")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -135,20 +154,15 @@ def _non_negative_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlhf", description=(
-        "Reinforcement Learning from Human Feedback on Hugging Face models."))
+        "Reinforcement Learning from Human Feedback on Hugging Face models."),
+        epilog="Every config key of a training stage, with its default: rlhf config "
+        "{sft,reward,ppo}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
 
-    sft = commands.add_parser("train-sft", help="supervised fine-tuning of a causal LM on "
-                              "(prompt, response) pairs, loss on the response only")
-    sft.add_argument("--config", required=True, help="YAML config file (see configs/sft/)")
-    sft.add_argument("overrides", nargs="*", help="dotted overrides: key=value ...")
-    sft.set_defaults(handler=_train_sft)
-
-    train = commands.add_parser("train-reward", help="train a reward model on preference pairs")
-    train.add_argument("--config", required=True, help="YAML config file (see configs/reward/)")
-    train.add_argument("overrides", nargs="*", help="dotted overrides: key=value ...")
-    train.set_defaults(handler=_train_reward)
+    _add_training(commands, "sft", _train_sft, "supervised fine-tuning of a causal LM on "
+                  "(prompt, response) pairs, loss on the response only")
+    _add_training(commands, "reward", _train_reward, "train a reward model on preference pairs")
 
     evaluate = commands.add_parser("eval-reward", help="accuracy of a reward model on pairs")
     evaluate.add_argument("--reward-model", required=True, help="folder saved by train-reward")
@@ -159,13 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--column", action="append", metavar="CANONICAL=NAME",
                           help="column mapping, e.g. --column chosen=good (repeatable)")
     evaluate.add_argument("--max-samples", type=_positive_int, default=None)
+    evaluate.add_argument("--append-eos", choices=["auto", "yes", "no"], default="auto",
+                          help="end each input with EOS; auto: as the model was trained (a "
+                          "train-reward model records it; others get TRL RewardTrainer's rule)")
     _add_batching(evaluate)
     evaluate.set_defaults(handler=_eval_reward)
 
-    ppo = commands.add_parser("train-ppo", help="fine-tune a policy against a reward with PPO")
-    ppo.add_argument("--config", required=True, help="YAML config file (see configs/ppo/)")
-    ppo.add_argument("overrides", nargs="*", help="dotted overrides: key=value ...")
-    ppo.set_defaults(handler=_train_ppo)
+    _add_training(commands, "ppo", _train_ppo, "fine-tune a policy against a reward with PPO")
 
     generate = commands.add_parser("generate", help="sample responses from a policy")
     generate.add_argument("--model", required=True, help="policy folder or hub name")
@@ -192,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--response", default=None)
     score.add_argument("--input", default=None, help="JSONL with prompt and response fields")
     score.add_argument("--output", default=None, help="JSONL written with a score field added")
+    score.add_argument("--append-eos", choices=["auto", "yes", "no"], default="auto",
+                       help="end each input with EOS; auto: as the model was trained (a "
+                       "train-reward model records it; others get TRL RewardTrainer's rule)")
     _add_batching(score)
     score.set_defaults(handler=_score)
 
@@ -199,12 +216,47 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", metavar="RUN_DIR",
                         help="a run directory, or a pipeline folder of stage runs (demo)")
     report.set_defaults(handler=_report)
+
+    config = commands.add_parser(
+        "config", help="list a stage's config keys with defaults and descriptions",
+        description="Print a training stage's config as YAML, each key under a comment saying\n"
+        "what it does; required keys show as ???. With --config FILE and/or key=value\n"
+        "overrides, print the config a run would use, checked the way the run checks it.",
+        epilog="e.g.  rlhf config ppo\n      rlhf config ppo --config configs/ppo/tiny.yaml "
+        "train.batch_size=8", formatter_class=argparse.RawDescriptionHelpFormatter)
+    config.add_argument("stage", choices=list(STAGE_COMMANDS), help="the training stage")
+    _add_config_source(config, "STAGE")
+    config.set_defaults(handler=_config, loads_models=False)
     return parser
+
+
+STAGE_COMMANDS = {"sft": "train-sft", "reward": "train-reward", "ppo": "train-ppo"}
+
+
+def _add_training(commands, stage: str, handler, summary: str) -> None:
+    """A `train-<stage>` subcommand; its help points at `rlhf config <stage>` for the keys."""
+    parser = commands.add_parser(
+        STAGE_COMMANDS[stage], help=summary, description=summary[0].upper() + summary[1:] + ".",
+        epilog=f"Every config key with its default and what it does: rlhf config {stage}\n"
+        f"The config a run will use:  rlhf config {stage} --config FILE [key=value ...]",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_config_source(parser, stage)
+    parser.set_defaults(handler=handler)
+
+
+def _add_config_source(parser: argparse.ArgumentParser, stage: str) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help=f"YAML config file (examples in configs/{stage}/); optional when "
+                        "key=value overrides set every required key")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="set a config key, e.g. train.epochs=2 (a nested one with dots)")
 
 
 def _add_batching(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=32)
-    parser.add_argument("--max-length", type=_positive_int, default=512)
+    parser.add_argument("--max-length", type=_positive_int, default=None,
+                        help="token limit of the reward model's input, the prompt cut first "
+                        "(default: the model's own limit, at most 512)")
 
 
 def _quiet_library_progress_bars() -> None:
@@ -214,9 +266,24 @@ def _quiet_library_progress_bars() -> None:
     logging.disable_progress_bar()
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting key=value overrides come after --config FILE as well as before it.
+
+    argparse fills a positional list once, so `rlhf config ppo --config F a=b` would leave
+    `a=b` unrecognised; such leftovers join the overrides instead.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and not any(e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _quiet_library_progress_bars()
+    args = _parse(build_parser(), argv)
+    if getattr(args, "loads_models", True):  # `rlhf config` stays instant: no transformers
+        _quiet_library_progress_bars()
     try:
         args.handler(args)
     except UserError as error:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -37,7 +39,9 @@ class RunConfig:
     output_dir: str = "runs/run"
     """Run directory: config.yaml, metrics.jsonl, checkpoints, plots and the final model."""
     seed: int = 0
-    """Seed for weights initialisation, data order and sampling (each process adds its rank)."""
+    """Seed of drawn weights, data order, sampling and minibatch order (keyed by it, the same on
+    every process); each process seeds its other random streams with seed + rank
+    (rlhf.seeding)."""
     resume: bool = False
     """Continue from the newest complete checkpoint in output_dir instead of starting anew."""
     save_every: int = 0
@@ -51,7 +55,9 @@ class RunConfig:
     report_to: list[str] = field(default_factory=list)
     """Extra metric sinks besides metrics.jsonl: any of 'tensorboard', 'wandb'."""
     mixed_precision: str = "auto"
-    """'auto' (bf16 on a GPU that supports it, else fp32), 'no', 'bf16' or 'fp16'."""
+    """'auto' (bf16 on a GPU that supports it, else fp32), 'no', 'bf16' or 'fp16' (GPU only,
+    with loss scaling: an overflow skips that step and is counted in train/overflow_steps).
+    Every model of the run computes at it: trained, reference and reward models alike."""
     progress: bool = True
     """Show a progress bar with live metrics."""
     on_nonfinite: str = "stop"
@@ -259,42 +265,125 @@ def load_config(schema: type[T], path: str | Path | None, overrides: list[str] =
     Raises UserError for a missing file, bad YAML, an unknown key (with a suggestion), a value of
     the wrong type, a required key left unset, or a value its dataclass rejects.
     """
-    layers = []
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}; check the path (the configs/ "
-                            "folder of the repository has examples)")
-        try:
-            file_cfg = OmegaConf.load(path)
-        except Exception as error:  # yaml.YAMLError and friends
-            raise UserError(f"cannot parse config file {path}{_yaml_position(error)}: "
-                            f"{_yaml_problem(error)}; fix the YAML syntax") from None
-        layers.append((file_cfg, str(path)))
-    bad = [item for item in overrides if "=" not in item]
-    if bad:
-        raise UserError(f"override '{bad[0]}' is not of the form key=value (e.g. train.epochs=2)")
-    layers.append((OmegaConf.from_dotlist(list(overrides)), "the command-line overrides"))
-
-    merged = OmegaConf.structured(schema)
-    for layer, origin in layers:
-        plain = OmegaConf.to_container(layer, resolve=False) or {}
-        _raise_unknown(schema, plain, origin)
-        try:
-            merged = OmegaConf.merge(merged, layer)
-        except OmegaConfBaseException as error:
-            key = getattr(error, "full_key", "") or "?"
-            raise UserError(f"config key '{key}' in {origin}: {first_line(error)}; give it "
-                            "a value of the right type") from None
+    merged = merge_config(schema, path, overrides)
     try:
         return OmegaConf.to_object(merged)
     except MissingMandatoryValue as error:
         raise UserError(f"config key '{error.full_key}' is required; set it in the YAML file "
-                        f"or as {error.full_key}=... on the command line") from None
+                        f"(--config FILE) or as {error.full_key}=... on the command line") from None
     except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", "") or "?"
-        raise UserError(f"config key '{key}': {first_line(error)}; give it a value of the "
-                        "right type") from None
+        raise _type_error(error, "") from None
+
+
+def merge_config(schema: type, path: str | Path | None, overrides: list[str] = ()) -> Any:
+    """The structured OmegaConf config of `schema` with the file and overrides merged in,
+    type-checked but not yet validated by the dataclasses (required keys may be unset)."""
+    layers = []
+    if path is not None:
+        layers.append((_load_yaml(Path(path)), str(path), {}))
+    bad = [item for item in overrides if "=" not in item]
+    if bad:
+        raise UserError(f"override '{bad[0]}' is not of the form key=value (e.g. train.epochs=2)")
+    typed = {key.strip(): text.strip() for key, text in (o.split("=", 1) for o in overrides)}
+    layers.append((OmegaConf.from_dotlist(list(overrides)), "the command-line overrides", typed))
+
+    merged = OmegaConf.structured(schema)
+    for layer, origin, typed in layers:
+        plain = OmegaConf.to_container(layer, resolve=False) or {}
+        _raise_unknown(schema, plain, origin)
+        plain = _undo_yaml_booleans(schema, plain, _BooleanSource(origin, typed))
+        try:
+            merged = OmegaConf.merge(merged, plain)
+        except OmegaConfBaseException as error:
+            raise _type_error(error, f" in {origin}") from None
+    return merged
+
+
+def _load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}; check the path (the configs/ "
+                        "folder of the repository has examples)")
+    try:
+        return OmegaConf.load(path)
+    except Exception as error:  # yaml.YAMLError and friends
+        raise UserError(f"cannot parse config file {path}{_yaml_position(error)}: "
+                        f"{_yaml_problem(error)}; fix the YAML syntax") from None
+
+
+def _type_error(error: OmegaConfBaseException, where: str) -> UserError:
+    key = getattr(error, "full_key", "") or "?"
+    return UserError(f"config key '{key}'{where}: {first_line(error)}; give it a value of the "
+                     "right type")
+
+
+# YAML 1.1 (PyYAML, hence OmegaConf, also for command-line overrides) reads an unquoted yes, no,
+# on, off, true or false in any case as a boolean, and OmegaConf would then store "False" in a
+# text field. Where a text field's valid values include such a word, the boolean stands for
+# that word (mixed_precision: no); any other text field given a boolean is told to quote it.
+BOOLEAN_WORDS: dict[tuple[type, str], dict[bool, str]] = {
+    (RunConfig, "mixed_precision"): {False: "no"},
+}
+_YAML_BOOLEANS = {"yes", "no", "on", "off", "true", "false"}
+
+
+@dataclass
+class _BooleanSource:
+    """Where a layer of values came from, and the text typed for each dotted key (overrides),
+    so an error can quote the very word YAML turned into a boolean."""
+
+    origin: str
+    typed: dict[str, str]
+
+
+def _undo_yaml_booleans(schema: type, values: Any, source: _BooleanSource,
+                        prefix: str = "") -> Any:
+    """`values` (a plain container) with each YAML boolean in a text field of `schema` turned
+    back into the word it stands for; a UserError where the field has no such word."""
+    if not isinstance(values, dict) or not dataclasses.is_dataclass(schema):
+        return values
+    hints = typing.get_type_hints(schema)
+    fixed = dict(values)
+    for key, value in values.items():
+        hint, dotted = hints.get(key), f"{prefix}{key}"
+        if dataclasses.is_dataclass(hint):
+            fixed[key] = _undo_yaml_booleans(hint, value, source, dotted + ".")
+        elif _is_text(hint) and isinstance(value, bool):
+            word = BOOLEAN_WORDS.get((schema, key), {}).get(value)
+            if word is None:
+                _quote_error(dotted, value, source)
+            fixed[key] = word
+        elif typing.get_origin(hint) in (list, dict) and _is_text(typing.get_args(hint)[-1]):
+            _check_text_items(value, dotted, source)
+    return fixed
+
+
+def _check_text_items(value: Any, key: str, source: _BooleanSource) -> None:
+    """A list or mapping of text (run.report_to, data.columns) holds no YAML boolean."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if isinstance(item, bool):
+                _quote_error(f"{key}.{name}", item, source)
+    elif isinstance(value, list) and any(isinstance(item, bool) for item in value):
+        _quote_error(key, next(i for i in value if isinstance(i, bool)), source, in_list=True)
+
+
+def _is_text(hint: Any) -> bool:
+    """True for `str` and `str | None`."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return set(typing.get_args(hint)) == {str, type(None)}
+    return hint is str
+
+
+def _quote_error(key: str, value: bool, source: _BooleanSource,
+                 in_list: bool = False) -> NoReturn:
+    typed = source.typed.get(key, "")
+    word = typed if typed.lower() in _YAML_BOOLEANS else ("yes" if value else "no")
+    said = f"'{word}'" if typed == word else ("yes/on/true" if value else "no/off/false")
+    quoted = f"['{word}']" if in_list else f"'{word}'"
+    example = f"\"{key}={quoted}\"" if source.typed else f"{key.rsplit('.', 1)[-1]}: {quoted}"
+    raise UserError(f"config key '{key}' in {source.origin}: YAML read {said} as the boolean "
+                    f"{str(value).lower()}, but this key takes text; quote the value, e.g. "
+                    f"{example}")
 
 
 def _yaml_position(error: Exception) -> str:
@@ -371,11 +460,21 @@ class PPOModelConfig:
     (prompts, responses) and returning one float per response."""
     reward_template: str | None = None
     """How the reward model reads text: 'pair' (tokenizer(prompt, response)) or 'concat'.
-    None: what train-reward stored with the model, else 'pair'."""
+    None: what train-reward stored with the model; for other models 'concat' for a decoder
+    (TRL's RewardTrainer reads prompt + response as one string) and 'pair' for an encoder."""
     reward_separator: str | None = None
-    """Separator for reward_template 'concat'; None: the stored one, else a newline."""
-    reward_max_length: int = 512
-    """Token limit of the reward model's input (the prompt is cut from the left)."""
+    """Separator for reward_template 'concat'; None: the stored one; for other models nothing
+    for a decoder (TRL's convention), else a newline."""
+    reward_append_eos: bool | None = None
+    """Whether the reward model reads an EOS after the response. None: models saved by
+    train-reward are read as they were trained (they record it in config.json); any other
+    reward model gets TRL RewardTrainer's convention: EOS appended when the tokenizer does not
+    already end the input with it, except when the EOS is the model's pad token (TRL's model
+    then read the token before it). Models trained with TRL <= 0.23 saw no EOS: set false.
+    true/false force it."""
+    reward_max_length: int | None = None
+    """Token limit of the reward model's input (the prompt is cut from the left); at most the
+    model's positions. None: the model's own limit, at most 512."""
     value_init: str = "auto"
     """Initialise the value model from 'policy', 'reward', or 'auto': the reward model when it
     is a decoder sharing the policy's tokenizer, else the policy."""
@@ -390,7 +489,8 @@ class PPOModelConfig:
                f"'{self.reward_template}' is not one of pair, concat, null")
         _check(self.value_init in ("auto", "policy", "reward"), "model.value_init",
                f"'{self.value_init}' is not one of auto, policy, reward")
-        _check(self.reward_max_length >= 8, "model.reward_max_length", "must be >= 8")
+        _check(self.reward_max_length is None or self.reward_max_length >= 8,
+               "model.reward_max_length", "must be >= 8 or null")
 
 
 @dataclass
@@ -400,8 +500,9 @@ class GenerateConfig:
     max_new_tokens: int = 16
     """Longest response in tokens."""
     min_new_tokens: int | None = None
-    """When set, each batch draws its response length uniformly from [min, max] (the seed's
-    LengthSampler); a row still stops early at a stop token. None: always max_new_tokens."""
+    """When set, each response draws its own length limit uniformly from [min, max], keyed by
+    (seed, iteration, prompt) like the seed's per-sample LengthSampler; a row still stops early
+    at a stop token. None: every response may use max_new_tokens."""
     temperature: float = 0.7
     """Sampling temperature; log-probs everywhere use logits / temperature."""
     stop_token: str | None = None
@@ -424,8 +525,12 @@ class PPOAlgoConfig:
     kl_coef: float = 0.05
     """Initial (or fixed) coefficient beta of the per-token KL penalty."""
     kl_estimator: str = "k1"
-    """Per-token KL estimate in the reward: 'k1' (logp - logp_ref, unbiased, can be negative)
-    or 'k3' ((r - 1) - log r, unbiased and never negative)."""
+    """Per-token KL penalty in the reward: 'k1' (logp - logp_ref; recommended) or 'k3'
+    ((r - 1) - log r with r = p_ref / p). As a reward the penalty acts through the policy
+    gradient: k1's expected gradient is exactly grad KL(pi || ref), while k3's is
+    grad KL(pi || ref) - grad KL(ref || pi), a few percent of it near the reference (Tang &
+    Munos 2025), so k3 barely regularises; k3 is a good estimate of the KL's value, not a
+    penalty."""
     adaptive_kl: bool = False
     """Adapt beta towards kl_target (Ziegler et al. 2019) instead of keeping it fixed."""
     kl_target: float = 6.0
@@ -458,7 +563,12 @@ class PPOAlgoConfig:
     score_clip: float | None = None
     """Clip (normalised) scores to [-c, c]; None: no clipping."""
     target_approx_kl: float | None = None
-    """Stop this iteration's PPO epochs early once approx KL exceeds this; None: never."""
+    """Stop this iteration's PPO epochs early once approx KL (all-reduced over processes)
+    exceeds this; None: never."""
+    ratio_threshold: float | None = None
+    """Skip a minibatch's update (no optimizer step; counted in ppo/ratio_skipped_minibatches)
+    when its mean ratio exp(logp - logp_old) over real tokens exceeds this, as trl 0.11's
+    ratio_threshold=10 did against loss spikes; None: never."""
 
     def __post_init__(self) -> None:
         _check(self.total_episodes >= 0, "ppo.total_episodes", "must be >= 0")
@@ -481,6 +591,8 @@ class PPOAlgoConfig:
         _check(self.score_clip is None or self.score_clip > 0, "ppo.score_clip", "must be > 0")
         _check(self.target_approx_kl is None or self.target_approx_kl > 0,
                "ppo.target_approx_kl", "must be > 0")
+        _check(self.ratio_threshold is None or self.ratio_threshold > 1,
+               "ppo.ratio_threshold", "must be > 1 (the mean ratio starts at 1)")
 
 
 @dataclass

@@ -18,7 +18,12 @@ from rlhf.data.preferences import (
 )
 from rlhf.data.sources import load_rows
 from rlhf.errors import UserError
-from rlhf.models import load_reward_model, reward_model_reading, sequence_scores
+from rlhf.models import (
+    load_reward_model,
+    reading_length,
+    reward_model_reading,
+    sequence_scores,
+)
 
 
 def reward_objective(rewards: torch.Tensor, best: torch.Tensor, margin: torch.Tensor | None,
@@ -62,9 +67,11 @@ def score_examples(model: torch.nn.Module, data: TokenizedPreferences, *, batch_
     for start in range(0, len(mine), batch_size):
         indices = mine[start:start + batch_size]
         batch = collate_preferences(data, indices, pad_id)
+        extra = {name: values.to(accelerator.device)
+                 for name, values in batch["extra_inputs"].items()}
         with accelerator.autocast():
             scores = sequence_scores(model, batch["input_ids"].to(accelerator.device),
-                                     batch["attention_mask"].to(accelerator.device))
+                                     batch["attention_mask"].to(accelerator.device), **extra)
         rows.append(best_first(scores.float().view(batch["n_responses"], -1).T,
                                 batch["best"].to(accelerator.device)))
     local = torch.cat(rows)  # (per_process, N)
@@ -100,13 +107,16 @@ def evaluate_reward(model: torch.nn.Module, data: TokenizedPreferences, *, batch
 def evaluate_reward_model(reward_model: str, data_path: str, *, name: str | None = None,
                           split: str | None = None, columns: dict[str, str] | None = None,
                           max_samples: int | None = None, batch_size: int = 32,
-                          max_length: int = 512) -> dict[str, float]:
+                          max_length: int | None = None,
+                          append_eos: bool | None = None) -> dict[str, float]:
     """`rlhf eval-reward`: accuracy, margin and counts of a saved reward model on a data set.
 
     Evaluates the data's test split when it has one (or the split named), else every row.
+    Text is read as scoring reads it (`RewardModelScorer.from_pretrained`); `append_eos`
+    None: the model's own reading (`reward_model_reading`), True/False: forced.
     """
     model, tokenizer = load_reward_model(reward_model, trained=True)
-    reading = reward_model_reading(model)
+    reading = reward_model_reading(model, tokenizer)
     train_rows, test_rows, source = load_rows(data_path, name=name, split=split or "train",
                                               test_split=None if split else "test",
                                               split_option="--split")
@@ -121,8 +131,10 @@ def evaluate_reward_model(reward_model: str, data_path: str, *, name: str | None
     if max_samples is not None:
         data = subset(data, range(min(max_samples, len(data))))
     tokenized = tokenize_preferences(
-        data, tokenizer, template=reading["template"] or "pair",
-        separator=reading["separator"] or "\n", max_length=max_length)
+        data, tokenizer, template=reading["template"],
+        separator=reading["separator"],
+        max_length=reading_length(model, max_length, "--max-length", reward_model),
+        append_eos=reading["append_eos"] if append_eos is None else append_eos)
     result = evaluate_reward(model, tokenized, batch_size=batch_size,
                              pad_id=tokenizer.pad_token_id, accelerator=Accelerator(cpu=False))
     counts = {k: float(v) for k, v in data.counts.items()}

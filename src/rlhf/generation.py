@@ -16,7 +16,6 @@ of processes or on how a batch is cut into chunks.
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -30,22 +29,26 @@ def sample_responses(
     query_ids: torch.Tensor,
     query_mask: torch.Tensor,
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     temperature: float,
     stop_token_ids: Sequence[int],
     pad_id: int,
     row_seeds: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """(B, R) sampled response ids, R <= max_new_tokens; `pad_id` after a row's stop token.
+    """(B, R) sampled response ids, R <= max_new_tokens; `pad_id` after a row's stop token or
+    length limit.
 
     `query_ids` (B, Q) are left-padded and `query_mask` (B, Q) is True on real tokens. Position
     ids come from the mask, so a padded prompt is continued exactly as it would be alone.
+    `max_new_tokens` is one limit for every row or one per row (the seed's per-sample
+    LengthSampler); build the response mask from the same limits (`masking.within_lengths`).
     Temperature 0 means greedy decoding. `row_seeds` (B,) seeds each row's sampling noise;
     without them the noise comes from torch's global generator.
     """
     generators = None if row_seeds is None else [
         torch.Generator(device=query_ids.device).manual_seed(int(seed)) for seed in row_seeds]
     stops = torch.tensor(list(stop_token_ids), device=query_ids.device)
+    limits = torch.as_tensor(max_new_tokens, device=query_ids.device).expand(len(query_ids))
     attention = query_mask.long()  # (B, Q + t)
     positions = position_ids_from_mask(query_mask)  # (B, Q)
     output = model(input_ids=query_ids, attention_mask=attention, position_ids=positions,
@@ -53,23 +56,28 @@ def sample_responses(
     next_position = positions[:, -1:] + 1  # (B, 1)
     done = torch.zeros(len(query_ids), dtype=torch.bool, device=query_ids.device)  # (B,)
     tokens = []
-    for _ in range(max_new_tokens):
+    for step in range(int(limits.max())):
         token = _draw(output.logits[:, -1], temperature, generators)  # (B,)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         tokens.append(token)
-        done |= torch.isin(token, stops)
-        if bool(done.all()) or len(tokens) == max_new_tokens:
+        done |= torch.isin(token, stops) | (limits <= step + 1)
+        if bool(done.all()):
             break
         attention = torch.cat([attention, attention.new_ones(len(token), 1)], dim=1)
-        with warnings.catch_warnings():
-            # transformers 5.2x renames `past_key_values` to `cache` (old name works until
-            # 5.40); older releases only know the old name, so we keep it and stay quiet.
-            warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated")
-            output = model(input_ids=token[:, None], attention_mask=attention,
-                           position_ids=next_position, past_key_values=output.past_key_values,
-                           use_cache=True)
+        output = model(input_ids=token[:, None], attention_mask=attention,
+                       position_ids=next_position, use_cache=True, **_kv_cache(output))
         next_position = next_position + 1
     return torch.stack(tokens, dim=1)  # (B, R)
+
+
+def _kv_cache(output) -> dict:
+    """The output's KV cache under the keyword the next call takes: `cache` since transformers
+    5.2x renamed it (the old name still works there but warns on every call), and
+    `past_key_values` in the older releases we support. A ModelOutput's keys are its set
+    fields, so asking for "cache" never touches the deprecated name."""
+    if "cache" in output.keys():
+        return {"cache": output["cache"]}
+    return {"past_key_values": output["past_key_values"]}
 
 
 def _draw(logits: torch.Tensor, temperature: float,
@@ -86,9 +94,10 @@ def _draw(logits: torch.Tensor, temperature: float,
     return (logits.float() / temperature + gumbel).argmax(dim=-1)
 
 
-def row_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys (e.g. run seed, iteration, prompt index); distinct keys
-    give unrelated seeds (a hash, not a sum, so (1, 2) and (2, 1) do not collide)."""
+def row_seed(*keys: int | str) -> int:
+    """A 63-bit seed from keys (e.g. run seed, iteration, prompt index; a leading name keeps
+    streams for different purposes apart); distinct keys give unrelated seeds (a hash, not a
+    sum, so (1, 2) and (2, 1) do not collide)."""
     digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 

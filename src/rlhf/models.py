@@ -29,6 +29,7 @@ from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActiva
 from rlhf import builtin_models
 from rlhf.algo.masking import last_true_index
 from rlhf.errors import UserError, first_line
+from rlhf.seeding import weights_seeded
 
 # Keys written into a reward model's config.json so scoring reads text the way it was trained
 # and PPO can normalise scores without another pass over data.
@@ -36,6 +37,7 @@ TEMPLATE_KEY = "rlhf_template"
 SEPARATOR_KEY = "rlhf_separator"
 SCORE_MEAN_KEY = "rlhf_score_mean"
 SCORE_STD_KEY = "rlhf_score_std"
+APPEND_EOS_KEY = "rlhf_append_eos"  # whether an EOS ended each input (`encode_model_inputs`)
 
 
 # Files a saved tokenizer has at least one of. From a folder with none of them, transformers
@@ -156,8 +158,7 @@ def load_reward_model(
         config.num_labels = 1
         if disable_dropout:
             _zero_config_dropout(config)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # a fresh head is initialised the same way every time
+        with weights_seeded(seed):  # a fresh head is initialised the same way every time
             model = _from_pretrained(AutoModelForSequenceClassification, name_or_path,
                                      config=config, trust_remote_code=trust_remote_code)
     if model.config.pad_token_id is None:
@@ -229,8 +230,7 @@ def value_model_from_policy(policy: PreTrainedModel, *, seed: int = 0,
     config.num_labels = 1
     if config.pad_token_id is None:  # the pooled output is unused; we read every position
         config.pad_token_id = config.eos_token_id
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with weights_seeded(seed):
         value = AutoModelForSequenceClassification.from_config(config)
     value.base_model.load_state_dict(policy.base_model.state_dict())
     use_fused_gelu(value)
@@ -303,6 +303,45 @@ def is_decoder_classifier(model: nn.Module) -> bool:
     return isinstance(getattr(model, "score", None), nn.Linear)
 
 
+def position_limit(model: nn.Module) -> int | None:
+    """How many tokens the model can read, from its position table; None when it has none.
+
+    RoBERTa-family tables reserve their first padding_idx + 1 rows (positions start after the
+    pad index), so roberta-base's 514 rows hold 512 tokens.
+    """
+    model = _unwrap(model)
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)  # GPT-2's n_positions too
+    if not isinstance(limit, int) or limit <= 0:
+        return None
+    embeddings = getattr(getattr(model, "base_model", None), "embeddings", None)
+    padding_idx = getattr(getattr(embeddings, "position_embeddings", None), "padding_idx", None)
+    return limit - (padding_idx + 1) if isinstance(padding_idx, int) else limit
+
+
+def check_fits_positions(model: nn.Module, length: int, key: str, name: str) -> None:
+    """A UserError naming `key` when `length` tokens exceed the positions of `model` (`name`),
+    so a run stops at load instead of with an IndexError in the middle of training."""
+    limit = position_limit(model)
+    if limit is not None and length > limit:
+        raise UserError(f"{key} = {length} is longer than the {limit} positions model '{name}' "
+                        f"can read; lower it to at most {limit}")
+
+
+READ_LIMIT = 512
+"""Default token limit of a reward model's input when none is set (and the model reads more)."""
+
+
+def reading_length(model: nn.Module, requested: int | None, key: str, name: str) -> int:
+    """The token limit a frozen model reads text with: `requested` when it fits the model's
+    positions (else a UserError naming `key`), or, when None, the model's own limit capped at
+    READ_LIMIT, so a reward model with a short position table never crashes mid-run."""
+    if requested is not None:
+        check_fits_positions(model, requested, key, name)
+        return requested
+    return min(READ_LIMIT, position_limit(model) or READ_LIMIT)
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, so a left-padded row scores as it would alone."""
     positions = attention_mask.long().cumsum(-1) - 1  # (B, T)
@@ -310,17 +349,19 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def token_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
+                 position_ids: torch.Tensor | None = None,
+                 **model_inputs: torch.Tensor) -> torch.Tensor:
     """(N, T) scalar head of a decoder classifier applied at every position.
 
     We run the model's own forward (so DDP wrappers see it) and apply its `score` head to the
     final hidden states ourselves: the built-in pooling finds the last token from
     `input_ids != pad_id`, which is wrong when pad id == EOS id (trl #3750, #2778, #937).
+    `model_inputs` are other (N, T) inputs its tokenizer returned (token_type_ids).
     """
     if position_ids is None:
         position_ids = position_ids_from_mask(attention_mask)
     output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   output_hidden_states=True)
+                   output_hidden_states=True, **model_inputs)
     head = _unwrap(model).score
     return head(output.hidden_states[-1]).squeeze(-1).float()  # (N, T)
 
@@ -330,18 +371,21 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def sequence_scores(model: nn.Module, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor) -> torch.Tensor:
+def sequence_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    **model_inputs: torch.Tensor) -> torch.Tensor:
     """One scalar per row: (N, T) ids -> (N,) float scores.
 
     Encoders read their first token (`<s>`/[CLS]) through their own head. A decoder's score is
     read at the last real token found from the attention mask, whatever the padding side and
-    even when the response ends in EOS == pad.
+    even when the response ends in EOS == pad. `model_inputs` are the other (N, T) inputs the
+    tokenizer returned, e.g. BERT's `token_type_ids`: a sentence-pair model trained with
+    segment ids reads a pair without them as one segment, off its training distribution.
     """
     attention_mask = attention_mask.bool()
     if not is_decoder_classifier(_unwrap(model)):
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
-    scores = token_scores(model, input_ids, attention_mask)  # (N, T)
+        return model(input_ids=input_ids, attention_mask=attention_mask,
+                     **model_inputs).logits[:, 0].float()
+    scores = token_scores(model, input_ids, attention_mask, **model_inputs)  # (N, T)
     last = last_true_index(attention_mask)  # (N,)
     return scores[torch.arange(len(scores), device=scores.device), last]
 
@@ -372,13 +416,45 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def reward_model_reading(model: PreTrainedModel) -> dict:
-    """How a reward model saved by `train-reward` reads text, and its score statistics."""
+def reward_model_reading(model: PreTrainedModel, tokenizer=None) -> dict:
+    """How a reward model reads text, and the score statistics train-reward stored.
+
+    A model saved by train-reward says itself how it read text (template, separator,
+    append_eos; one saved before the EOS key existed was trained without). Any other model is
+    read the way the common tools trained it: a decoder as TRL's RewardTrainer feeds text,
+    prompt + response as one string with EOS handled by `trl_appends_eos`; an encoder
+    (BERT, RoBERTa) as the sentence pair tokenizer(prompt, response) it was trained on (e.g.
+    argilla/roberta-base-reward-model-falcon-dolly).
+    """
     config = model.config
+    saved_by_rlhf = getattr(config, TEMPLATE_KEY, None) is not None
+    append_eos = getattr(config, APPEND_EOS_KEY, None)
+    if append_eos is None:
+        eos = tokenizer.eos_token_id if tokenizer is not None else config.eos_token_id
+        append_eos = False if saved_by_rlhf else trl_appends_eos(eos, config.pad_token_id)
+    if saved_by_rlhf:
+        template, separator = config.rlhf_template, getattr(config, SEPARATOR_KEY, None)
+    elif is_decoder_classifier(model):
+        template, separator = "concat", ""
+    else:
+        template, separator = "pair", None
     return {
-        "template": getattr(config, TEMPLATE_KEY, None),
-        "separator": getattr(config, SEPARATOR_KEY, None),
+        "template": template,
+        "separator": "\n" if separator is None else separator,
+        "append_eos": bool(append_eos),
         "score_mean": getattr(config, SCORE_MEAN_KEY, None),
         "score_std": getattr(config, SCORE_STD_KEY, None),
     }
 
+
+def trl_appends_eos(eos_token_id: int | None, pad_token_id: int | None) -> bool:
+    """Whether a reward model trained with TRL's RewardTrainer read an EOS after the response.
+
+    RewardTrainer (trl/trainer/reward_trainer.py, v0.24 to v1.9) appends EOS to every response
+    and scores `model(**inputs).logits`, whose pooling reads the last token that is not
+    `config.pad_token_id`. So the EOS was read only when it is not the pad token; with
+    pad == EOS (GPT-2's usual set-up) the pooling skipped it and read the last response token,
+    which a causal model scores the same with no EOS after it. TRL <= 0.23 appended nothing:
+    such models need append_eos=false.
+    """
+    return eos_token_id is not None and eos_token_id != pad_token_id

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.algo.logprobs import token_logprobs, token_logprobs_and_entropy
-from rlhf.algo.masking import response_mask_after_stop
+from rlhf.algo.masking import response_mask_after_stop, within_lengths
 from rlhf.algo.types import Rollout
 from rlhf.generation import sample_responses
 from rlhf.models import position_ids_from_mask, token_scores
@@ -84,15 +84,18 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
 
 @torch.no_grad()
 def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_ids, query_mask,
-                    score_prompts: list[str], tokenizer, max_new_tokens: int, temperature: float,
+                    score_prompts: list[str], tokenizer, max_new_tokens: int | Sequence[int],
+                    temperature: float,
                     stop_token_ids: Sequence[int], row_seeds: Sequence[int] | None = None,
                     timings: dict[str, float] | None = None) -> tuple[Rollout, Texts]:
     """Sample a response per prompt and compute everything PPO needs about it.
 
     The score is computed on the text truncated at the first stop token; `score_prompts` is the
     prompt text the reward model should see (the rendered prompt or the raw instruction).
-    `row_seeds` seed each row's sampling (see `sample_responses`). Seconds spent per phase
-    are added to `timings` (generate, forward, score).
+    `max_new_tokens` is one length limit or one per row; `row_seeds` seed each row's sampling
+    (see `sample_responses`). Seconds spent per phase are added to `timings` (generate,
+    forward, score). Run it under the autocast context the trained models use, so that
+    every forward here (value and score heads included) has the update's precision.
     """
     timings = {} if timings is None else timings
     clock = _Clock(timings)
@@ -102,7 +105,9 @@ def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_i
             policy, query_ids, query_mask, max_new_tokens=max_new_tokens,
             temperature=temperature, stop_token_ids=stop_token_ids,
             pad_id=tokenizer.pad_token_id, row_seeds=row_seeds)  # (B, R)
-    response_mask = response_mask_after_stop(response_ids, list(stop_token_ids))  # (B, R)
+    limits = torch.as_tensor(max_new_tokens, device=response_ids.device).expand(len(query_ids))
+    response_mask = (response_mask_after_stop(response_ids, list(stop_token_ids))
+                     & within_lengths(limits, response_ids.shape[1]))  # (B, R)
     args = (query_ids, query_mask, response_ids, response_mask)
     with clock("time/forward"):
         logprobs = response_logprobs(policy, *args, temperature)  # (B, R)
@@ -135,6 +140,11 @@ class _Clock:
             self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
 
 
+def _right_pad(tensor: torch.Tensor, width: int, value) -> torch.Tensor:
+    """(B, width) `tensor` (B, w <= width) with `value` appended to each row."""
+    return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+
+
 def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
     """Join rollouts of the same query width whose responses differ in length."""
     if len(parts) == 1:
@@ -142,7 +152,7 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
     width = max(p.response_ids.shape[1] for p in parts)
 
     def right_pad(tensor: torch.Tensor, value) -> torch.Tensor:
-        return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+        return _right_pad(tensor, width, value)
 
     return Rollout(
         query_ids=torch.cat([p.query_ids for p in parts]),
@@ -155,3 +165,41 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
         scores=torch.cat([p.scores for p in parts]),
         ended_with_eos=torch.cat([p.ended_with_eos for p in parts]),
     )
+
+
+def gather_rows(accelerator, rollout: Rollout, *per_token: torch.Tensor,
+                pad_id: int) -> tuple[Rollout, ...]:
+    """Every process's rows on every process, in process order: the global batch, as one
+    process holding all of it would have it (queries left-padded and responses right-padded
+    to the widest process's width). `per_token` (B, R) tensors (advantages, returns) come
+    along. With one process, the inputs themselves.
+
+    The PPO update cuts each epoch's global batch into global minibatches and gives each
+    process an equal share of every minibatch, so several processes take exactly the steps
+    one process would (the rows are small: ids, masks and a few floats per token).
+    """
+    if accelerator.num_processes == 1:
+        return (rollout, *per_token)
+    widths = torch.tensor([rollout.query_ids.shape[1], rollout.response_ids.shape[1]],
+                          device=rollout.query_ids.device)
+    query_width, response_width = accelerator.reduce(widths, reduction="max").tolist()
+
+    def left(tensor: torch.Tensor, value) -> torch.Tensor:
+        pad = query_width - tensor.shape[1]
+        return accelerator.gather(torch.nn.functional.pad(tensor, (pad, 0), value=value))
+
+    def right(tensor: torch.Tensor, value) -> torch.Tensor:
+        return accelerator.gather(_right_pad(tensor, response_width, value))
+
+    def flags(tensor: torch.Tensor, pad) -> torch.Tensor:  # gloo cannot gather bool tensors
+        return pad(tensor.long(), 0).bool()
+
+    gathered = Rollout(
+        query_ids=left(rollout.query_ids, pad_id),
+        query_mask=flags(rollout.query_mask, left),
+        response_ids=right(rollout.response_ids, pad_id),
+        response_mask=flags(rollout.response_mask, right),
+        logprobs=right(rollout.logprobs, 0.0), ref_logprobs=right(rollout.ref_logprobs, 0.0),
+        values=right(rollout.values, 0.0), scores=accelerator.gather(rollout.scores),
+        ended_with_eos=accelerator.gather(rollout.ended_with_eos.long()).bool())
+    return (gathered, *(right(tensor, 0.0) for tensor in per_token))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
@@ -38,6 +39,7 @@ from rlhf.errors import NonFiniteError, StoppedBySignal, UserError, first_line
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
+SCALER_FILE = "scaler.pt"
 LOG_FILES = ("metrics.jsonl", "samples.jsonl")
 """Per-step logs (JSON lines with a "step"): cut back to the checkpoint on resume."""
 KILL_POINT_VARIABLE = "RLHF_TEST_KILL_AT"
@@ -78,13 +80,20 @@ class Run:
         self.config = run_config
         self.full_config = config
         self.output_dir = Path(run_config.output_dir)
+        # accelerate keeps one process-wide state and refuses a second Accelerator with other
+        # settings (a notebook running a bf16 stage after an fp32 one); each run sets its own.
+        # The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
         self.accelerator = Accelerator(
             cpu=_distributed_without_gpu(),
             mixed_precision=resolve_mixed_precision(run_config.mixed_precision),
-            log_with=list(run_config.report_to) or None,
+            log_with=_trackers(run_config.report_to, self.output_dir, stage) or None,
             project_dir=str(self.output_dir),
         )
-        # Each process draws its own dropout masks and shuffles, reproducibly.
+        if self.accelerator.mixed_precision == "fp16" and not self.accelerator.native_amp:
+            raise UserError("run.mixed_precision=fp16 needs a GPU: on this device accelerate "
+                            "would silently train in float32; use bf16 or no")
+        # Each process seeds every stream with seed + rank (rlhf.seeding).
         set_seed(run_config.seed + self.accelerator.process_index)
         self.stage = stage
         self.metrics_path = self.output_dir / "metrics.jsonl"
@@ -105,6 +114,19 @@ class Run:
     def device(self) -> torch.device:
         return self.accelerator.device
 
+    def prepare_frozen(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A model that is only run, never trained (PPO's reference, a reward model): on the
+        run's device, in eval mode, without gradients or a DDP wrapper, and with exactly the
+        forward precision of the trained models (`accelerator.prepare` runs their forward
+        under autocast and returns float32 outputs; this model gets the same wrapper).
+
+        A reference left in float32 beside a bf16-autocast policy made KL(policy || reference)
+        at the first iteration, where the two are equal, range from -0.18 to +0.40 nats per
+        sequence at GPT-2 scale instead of 0.
+        """
+        model.eval().requires_grad_(False)
+        return self.accelerator.prepare_model(model, evaluation_mode=True)
+
     # -- start ------------------------------------------------------------------------------
 
     def start(self, models: dict[str, torch.nn.Module], optimizers: dict[str, Any],
@@ -119,7 +141,7 @@ class Run:
                 for log in LOG_FILES:
                     (self.output_dir / log).unlink(missing_ok=True)
         if self.config.report_to:
-            self.accelerator.init_trackers(self.stage, config=_flat_config(self.full_config))
+            _start_trackers(self.accelerator, self.full_config)
         self.accelerator.wait_for_everyone()
         state = self.load_latest(models, optimizers, schedulers) or TrainingState()
         self._install_signal_handlers()
@@ -257,6 +279,8 @@ class Run:
                 torch.save(optimizer.state_dict(), tmp / f"optimizer-{name}.pt")
             for name, scheduler in schedulers.items():
                 torch.save(scheduler.state_dict(), tmp / f"scheduler-{name}.pt")
+            if self.accelerator.scaler is not None:  # fp16 loss scale: part of exact resume
+                torch.save(self.accelerator.scaler.state_dict(), tmp / SCALER_FILE)
             _write_json(tmp / STATE_FILE, vars(state) | {"python_rng": _python_rng()})
         self.accelerator.wait_for_everyone()
         if self.is_main:
@@ -297,7 +321,7 @@ class Run:
                             f"processes (no {rng_file.name}); resume with the same number")
         try:
             saved = _restore_checkpoint(path, rng_file, models, optimizers, schedulers,
-                                        self.accelerator.unwrap_model)
+                                        self.accelerator.unwrap_model, self.accelerator.scaler)
         except (OSError, RuntimeError, ValueError, KeyError, SafetensorError,
                 pickle.UnpicklingError) as error:  # JSONDecodeError is a ValueError
             raise UserError(f"checkpoint {path} cannot be read ({first_line(error)}); delete "
@@ -355,36 +379,62 @@ def _adamw(parameters: list, **settings) -> torch.optim.AdamW:
         return torch.optim.AdamW(parameters, **settings)
 
 
+STEPPED, OVERFLOW, SKIPPED = "stepped", "overflow", "skipped"
+"""What `optimizer_step` did: updated; skipped an fp16 loss-scale overflow (and lowered the
+scale); skipped a batch with a NaN/inf that loss scaling cannot explain (run.on_nonfinite=skip)."""
+
+
 def gradient_norm_after_clipping(accelerator, parameters, max_grad_norm: float) -> float:
-    """Clip the gradient norm to `max_grad_norm` (0: no clipping); the norm before clipping."""
+    """Unscale fp16 gradients, clip their norm to `max_grad_norm` (0: no clipping); the norm
+    before clipping, of the true (unscaled) gradients."""
     parameters = list(parameters)
     if max_grad_norm > 0:
         return float(accelerator.clip_grad_norm_(parameters, max_grad_norm))
+    accelerator.unscale_gradients()
     norms = [p.grad.norm() for p in parameters if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
-def step_if_finite(optimizer, scheduler, is_finite: Callable[[dict[str, Any]], bool],
-                   quantities: dict[str, Any]) -> bool:
-    """Take the optimizer and scheduler step unless a quantity is NaN/inf (then the batch is
-    skipped, or the run stops inside `is_finite`); gradients are cleared either way."""
-    finite = is_finite(quantities)
-    if finite:
-        optimizer.step()
+def optimizer_step(accelerator, optimizer, scheduler, parameters, *, max_grad_norm: float,
+                   loss: torch.Tensor, is_finite: Callable[[dict[str, Any]], bool]
+                   ) -> tuple[str, float]:
+    """Unscale and clip the gradients of the backward passes just made, then step:
+    (outcome, gradient norm before clipping). Gradients are cleared whatever happens.
+
+    Under fp16, GradScaler multiplies the loss by a large scale so small gradients survive
+    in half precision, and expects the scaled gradients to overflow now and then: it then
+    skips that update and halves the scale. Such an overflow (finite loss, inf/NaN
+    gradients, scale > 1) is counted, not treated as a bad batch. A non-finite loss, or an
+    overflow at a scale <= 1, is what loss scaling cannot explain: `is_finite`
+    (Run.finite_or_skip) stops the run or skips the batch. The scheduler steps only with
+    the optimizer, as in transformers' Trainer.
+    """
+    grad_norm = gradient_norm_after_clipping(accelerator, parameters, max_grad_norm)
+    scaler = getattr(accelerator, "scaler", None)  # a GradScaler under fp16, else None
+    overflow = not math.isfinite(grad_norm) and scaler is not None and scaler.get_scale() > 1
+    quantities = {"loss": loss} if overflow else {"loss": loss, "gradient norm": grad_norm}
+    if not is_finite(quantities):  # agreed by every process (gradients are synchronised)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update()  # forget this step's unscale_ record, or the next step raises
+        return SKIPPED, grad_norm
+    optimizer.step()  # under fp16: GradScaler skips the update if it found an inf
+    outcome = OVERFLOW if getattr(optimizer, "step_was_skipped", False) else STEPPED
+    if outcome == STEPPED:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return finite
+    return outcome, grad_norm
 
 
-def count_skipped(state: TrainingState, metrics: dict[str, float] | None,
-                  newly_skipped: int | None = None) -> dict[str, float]:
-    """Metrics of a step with the running count of skipped batches (kept in the checkpoint);
-    `newly_skipped` defaults to 1 for a skipped step (metrics None), else 0."""
-    if newly_skipped is None:
-        newly_skipped = int(metrics is None)
-    skipped = state.extra.get("skipped_batches", 0) + newly_skipped
-    state.extra["skipped_batches"] = skipped
-    return (metrics or {}) | {"train/skipped_batches": skipped}
+def count_outcomes(state: TrainingState, metrics: dict[str, float] | None,
+                   outcomes: list[str]) -> dict[str, float]:
+    """A step's metrics (None when it has none) with the running counts, kept in the
+    checkpoint, of skipped batches and of fp16 overflow steps."""
+    counts = {}
+    for key, outcome in (("skipped_batches", SKIPPED), ("overflow_steps", OVERFLOW)):
+        state.extra[key] = state.extra.get(key, 0) + outcomes.count(outcome)
+        counts[f"train/{key}"] = state.extra[key]
+    return (metrics or {}) | counts
 
 
 def resume_command() -> str:
@@ -410,6 +460,52 @@ def _distributed_without_gpu() -> bool:
     process would train alone."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     return world_size > 1 and not torch.cuda.is_available()
+
+
+def _trackers(sinks: list[str], output_dir: Path, stage: str) -> list:
+    """accelerate trackers for run.report_to, each writing inside the run directory:
+    TensorBoard event files in RUN/tensorboard/, the W&B run folder in RUN/wandb/.
+
+    Made here rather than named ("tensorboard") so that each gets its own place and name:
+    accelerate would give both the one project name, a TensorBoard folder and a W&B project.
+    The W&B run is named after the run directory, in project $WANDB_PROJECT (else "rlhf"),
+    with the stage as its job type.
+    """
+    from accelerate.tracking import TensorBoardTracker, WandBTracker
+
+    made = []
+    for sink in sinks:
+        if sink == "tensorboard":
+            made.append(TensorBoardTracker("tensorboard", str(output_dir)))  # RUN/tensorboard
+        else:
+            made.append(WandBTracker(os.environ.get("WANDB_PROJECT") or "rlhf",
+                                     dir=str(output_dir), name=output_dir.resolve().name,
+                                     job_type=stage))
+    return made
+
+
+def _start_trackers(accelerator: Accelerator, config: Any) -> None:
+    """Start the trackers and give each the resolved config in the form it can show: W&B the
+    nested config; TensorBoard's hparams only flat scalars (it rejects lists and mappings),
+    written beside the metrics so that TensorBoard shows one run, not a second timestamped one.
+    """
+    from omegaconf import OmegaConf
+
+    try:
+        accelerator.init_trackers("rlhf")
+    except Exception as error:  # W&B's own errors (no API key, ...) are the user's to fix
+        if type(error).__module__.split(".")[0] != "wandb":
+            raise
+        raise UserError(f"run.report_to: W&B could not start ({first_line(error)}); run "
+                        "`wandb login`, or set WANDB_MODE=offline to keep the run on disk "
+                        "(RUN/wandb/, upload later with `wandb sync`)") from None
+    if not accelerator.is_main_process:
+        return
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_hparams(_flat_config(config), {}, run_name=".")
+        else:
+            tracker.store_init_configuration(OmegaConf.to_container(OmegaConf.structured(config)))
 
 
 def _check_sinks_installed(sinks: list[str]) -> None:
@@ -472,7 +568,7 @@ def _python_rng() -> list:
 
 
 def _restore_checkpoint(path: Path, rng_file: Path, models, optimizers, schedulers,
-                        unwrap) -> dict:
+                        unwrap, scaler=None) -> dict:
     """Load weights, optimizer/scheduler state and RNG from `path`; the saved state dict.
 
     Weights come from safetensors and optimizer state through torch.load(weights_only=True),
@@ -485,6 +581,8 @@ def _restore_checkpoint(path: Path, rng_file: Path, models, optimizers, schedule
             torch.load(path / f"optimizer-{name}.pt", weights_only=True, map_location="cpu"))
     for name, scheduler in schedulers.items():
         scheduler.load_state_dict(torch.load(path / f"scheduler-{name}.pt", weights_only=True))
+    if scaler is not None and (path / SCALER_FILE).is_file():
+        scaler.load_state_dict(torch.load(path / SCALER_FILE, weights_only=True))
     saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     _restore_rng(rng_file, saved.pop("python_rng"))
     return saved

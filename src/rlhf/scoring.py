@@ -2,7 +2,9 @@
 
 The reward model reads text with its own tokenizer and the template it was trained with
 (sentence pair or concatenation), whatever tokenizer produced the text: the policy's tokens
-are decoded to text first and re-encoded here (DESIGN.md; trl #3595).
+are decoded to text first and re-encoded here (DESIGN.md; trl #3595). It gets every input its
+tokenizer returns (BERT's token_type_ids) and, where it was trained so, an EOS after the
+response (`rlhf.models.reward_model_reading`).
 """
 
 from __future__ import annotations
@@ -13,53 +15,77 @@ import re
 
 import torch
 
-from rlhf.data.batching import pad_sequences
-from rlhf.data.preferences import encode_prompt_response
+from rlhf.data.batching import pad_sequences, pad_to_longest
+from rlhf.data.preferences import EncodedInputs, encode_model_inputs
 from rlhf.data.sources import load_rows, row_location
 from rlhf.errors import UserError
-from rlhf.models import load_reward_model, reward_model_reading, sequence_scores
+from rlhf.models import (
+    load_reward_model,
+    reading_length,
+    reward_model_reading,
+    sequence_scores,
+)
+
+APPEND_EOS_CHOICES = {"auto": None, "yes": True, "no": False}
+"""The command line's --append-eos: auto = the model's own reading (`reward_model_reading`)."""
 
 
 class RewardModelScorer:
     """Scores text with a sequence-classification reward model."""
 
     def __init__(self, model, tokenizer, *, template: str, separator: str = "\n",
-                 max_length: int = 512, batch_size: int = 32, device: str | torch.device = "cpu"):
+                 max_length: int | None = None, batch_size: int = 32,
+                 device: str | torch.device = "cpu", append_eos: bool = False,
+                 length_option: str = "--max-length"):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.template = template
         self.separator = separator
-        self.max_length = max_length
+        # None: the model's own limit (at most 512); one beyond the model's positions is an
+        # error naming `length_option`, the user's name for it (a CLI flag or a config key).
+        self.max_length = reading_length(model, max_length, length_option,
+                                         getattr(model, "name_or_path", None) or "reward model")
         self.batch_size = batch_size
         self.device = torch.device(device)
+        self.append_eos = append_eos
 
     @classmethod
     def from_pretrained(cls, path: str, *, template: str | None = None,
-                        separator: str | None = None, **kwargs) -> RewardModelScorer:
-        """Load a reward model; template and separator default to what train-reward stored."""
+                        separator: str | None = None, append_eos: bool | None = None,
+                        **kwargs) -> RewardModelScorer:
+        """Load a reward model; template, separator and append_eos default to how the model
+        reads text (`reward_model_reading`: what train-reward stored, else how TRL trains a
+        decoder or the sentence pair an encoder was trained on)."""
         model, tokenizer = load_reward_model(path, trained=True)
-        reading = reward_model_reading(model)
-        return cls(model, tokenizer, template=template or reading["template"] or "pair",
-                   separator=separator if separator is not None else reading["separator"] or "\n",
+        reading = reward_model_reading(model, tokenizer)
+        return cls(model, tokenizer, template=template or reading["template"],
+                   separator=reading["separator"] if separator is None else separator,
+                   append_eos=reading["append_eos"] if append_eos is None else append_eos,
                    **kwargs)
+
+    def encode_inputs(self, prompts: list[str], responses: list[str]) -> EncodedInputs:
+        """Every model input, exactly as the model saw text in training."""
+        return encode_model_inputs(
+            self.tokenizer, prompts, responses, template=self.template,
+            separator=self.separator, max_length=self.max_length, append_eos=self.append_eos)
 
     def encode(self, prompts: list[str], responses: list[str]) -> list[list[int]]:
         """The reward model's input ids, exactly as it saw text in training."""
-        input_ids, _ = encode_prompt_response(
-            self.tokenizer, prompts, responses, template=self.template,
-            separator=self.separator, max_length=self.max_length)
-        return input_ids
+        return self.encode_inputs(prompts, responses).input_ids
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """(B,) float scores on the CPU."""
         scores = []
         for start in range(0, len(prompts), self.batch_size):
-            ids = self.encode(prompts[start:start + self.batch_size],
-                              responses[start:start + self.batch_size])
-            input_ids, attention_mask = pad_sequences(ids, self.tokenizer.pad_token_id)
+            encoded = self.encode_inputs(prompts[start:start + self.batch_size],
+                                         responses[start:start + self.batch_size])
+            input_ids, attention_mask = pad_sequences(encoded.input_ids,
+                                                      self.tokenizer.pad_token_id)
+            extra = {name: pad_to_longest(rows, encoded.pad_values[name]).to(self.device)
+                     for name, rows in encoded.extra.items()}  # each (B, T)
             scores.append(sequence_scores(self.model, input_ids.to(self.device),
-                                          attention_mask.to(self.device)).float().cpu())
+                                          attention_mask.to(self.device), **extra).float().cpu())
         return torch.cat(scores) if scores else torch.zeros(0)
 
 
@@ -69,11 +95,11 @@ def score_pair(reward_model: str, prompt: str, response: str, **kwargs) -> float
 
 
 def score_file(reward_model: str, input_path: str, output_path: str, *, batch_size: int = 32,
-               max_length: int = 512) -> int:
+               max_length: int | None = None, append_eos: bool | None = None) -> int:
     """Score every {prompt, response} line of a JSONL file; write the lines with `score` added."""
     rows = read_prompt_response_rows(input_path)
     scorer = RewardModelScorer.from_pretrained(reward_model, batch_size=batch_size,
-                                               max_length=max_length)
+                                               max_length=max_length, append_eos=append_eos)
     scores = scorer([r["prompt"] for r in rows], [r["response"] for r in rows])
     with open(output_path, "w", encoding="utf-8") as handle:
         for row, score in zip(rows, scores.tolist(), strict=True):

@@ -38,6 +38,7 @@ from rlhf.data.prompts import left_pad, load_prompts, prompt_batches
 from rlhf.errors import UserError
 from rlhf.generation import row_seed
 from rlhf.models import (
+    check_fits_positions,
     frozen_copy,
     is_decoder_classifier,
     load_policy,
@@ -51,15 +52,16 @@ from rlhf.rollout import (
     Texts,
     collect_rollout,
     concat_rollouts,
+    gather_rows,
     response_logprobs,
     response_values,
 )
 from rlhf.run import (
+    SKIPPED,
     Run,
     adamw_with_schedule,
-    count_skipped,
-    gradient_norm_after_clipping,
-    step_if_finite,
+    count_outcomes,
+    optimizer_step,
 )
 from rlhf.scoring import RewardModelScorer, is_function_spec, load_function_scorer
 
@@ -89,21 +91,24 @@ def load_ppo_models(cfg: PPOConfig, device: torch.device) -> PPOModels:
                                     trust_remote_code=m.trust_remote_code, seed=cfg.run.seed)
     scorer, reward_stats = build_scorer(cfg, device)
     value = _value_model(cfg, policy, tokenizer, scorer)
-    return PPOModels(policy=policy, reference=frozen_copy(policy).to(device), value=value,
+    return PPOModels(policy=policy, reference=frozen_copy(policy), value=value,
                      scorer=scorer, tokenizer=tokenizer,
                      stop_ids=stop_token_ids(tokenizer, cfg.generate.stop_token),
                      reward_stats=reward_stats)
 
 
 def build_scorer(cfg: PPOConfig, device: torch.device):
-    """A reward function or a reward model with its own tokenizer and template, plus the score
-    mean/std that train-reward stored with the model (empty for functions)."""
+    """A reward function or a reward model with its own tokenizer, template and EOS reading
+    (model.reward_append_eos), plus the score mean/std that train-reward stored with the
+    model (empty for functions)."""
     m = cfg.model
     if is_function_spec(m.reward):
         return load_function_scorer(m.reward), {}
     scorer = RewardModelScorer.from_pretrained(
         m.reward, template=m.reward_template, separator=m.reward_separator,
-        max_length=m.reward_max_length, batch_size=max(8, cfg.train.batch_size), device=device)
+        append_eos=m.reward_append_eos, max_length=m.reward_max_length,
+        length_option="model.reward_max_length", batch_size=max(8, cfg.train.batch_size),
+        device=device)
     config = scorer.model.config
     stats = {"mean": getattr(config, "rlhf_score_mean", None),
              "std": getattr(config, "rlhf_score_std", None)}
@@ -191,6 +196,7 @@ class UpdateSettings:
 
     ppo_epochs: int
     per_minibatch: int
+    """Rows of each minibatch that one process trains on."""
     micro_batch_size: int
     clip_range: float
     value_clip_range: float
@@ -198,6 +204,13 @@ class UpdateSettings:
     temperature: float
     max_grad_norm: float
     target_approx_kl: float | None
+    ratio_threshold: float | None = None
+    seed: int = 0
+    """Run seed: with the iteration and epoch it keys each epoch's minibatch order."""
+
+
+RATIO_SKIPPED = "ratio_skipped"
+"""A minibatch whose mean ratio exceeded ppo.ratio_threshold: no optimizer step."""
 
 
 def _rows(rollout: Rollout, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -208,35 +221,52 @@ def _rows(rollout: Rollout, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
             rollout.response_ids[index, :width], mask[:, :width])
 
 
+def minibatch_order(n_rows: int, seed: int, iteration: int, epoch: int) -> torch.Tensor:
+    """(n_rows,) the order of the global batch's rows in one PPO epoch, from a generator keyed
+    by (seed, iteration, epoch): the same minibatches for any number of processes, and on
+    resume, whatever the RNG state."""
+    generator = torch.Generator().manual_seed(row_seed("minibatches", seed, iteration, epoch))
+    return torch.randperm(n_rows, generator=generator)
+
+
 def ppo_update(policy, value_model, optimizer, scheduler, accelerator, rollout: Rollout,
                advantages: torch.Tensor, returns: torch.Tensor, settings: UpdateSettings,
-               is_finite=lambda quantities: True) -> dict[str, float]:
-    """PPO epochs over shuffled minibatches; one optimizer step per minibatch.
+               is_finite=lambda quantities: True, *,
+               iteration: int = 0) -> tuple[dict[str, float], list[str]]:
+    """PPO epochs over minibatches of the global batch; one optimizer step per minibatch.
 
-    A micro-batch's token-mean loss is weighted by its share of the minibatch's real tokens, so
-    accumulating micro-batches gives the gradient of the whole minibatch's token mean. A
-    minibatch whose loss or gradient is NaN/inf is skipped (or stops the run) via `is_finite`;
-    `ppo/skipped_minibatches` counts the skips.
+    `rollout`, `advantages` and `returns` hold the global batch on every process
+    (`rollout.gather_rows`). Each epoch orders the rows by `minibatch_order`, cuts them into
+    global minibatches of per_minibatch rows per process, and process p trains on the p-th
+    share of each: several processes take the steps one process would. Decisions that end an
+    epoch or skip a step (approx-KL early stop, ratio threshold, NaN guard) are taken on
+    values all-reduced over processes, so every process takes the same branch.
+
+    Returns the metrics and every minibatch's outcome (`run.optimizer_step`'s, or
+    RATIO_SKIPPED); a skipped minibatch adds no metrics.
     """
+    world, rank, per = accelerator.num_processes, accelerator.process_index, settings.per_minibatch
     totals: dict[str, float] = {}
-    epochs_done, skipped = 0, 0
-    for _ in range(settings.ppo_epochs):
-        order = torch.randperm(len(rollout.scores), device=rollout.scores.device)
+    outcomes: list[str] = []
+    epochs_done = 0
+    for epoch in range(settings.ppo_epochs):
+        order = minibatch_order(len(rollout.scores), settings.seed, iteration, epoch)
         epoch_stats: dict[str, float] = {}
-        for start in range(0, len(order), settings.per_minibatch):
-            minibatch = order[start:start + settings.per_minibatch]
-            stats = _minibatch_step(policy, value_model, optimizer, scheduler, accelerator,
-                                    rollout, advantages, returns, minibatch, settings, is_finite)
-            if stats is None:
-                skipped += 1
-            else:
+        for start in range(0, len(order), per * world):
+            minibatch = order[start:start + per * world].to(rollout.scores.device)
+            stats, outcome = _minibatch_step(
+                policy, value_model, optimizer, scheduler, accelerator, rollout, advantages,
+                returns, minibatch, minibatch[rank * per:(rank + 1) * per], settings, is_finite)
+            outcomes.append(outcome)
+            if stats is not None:
                 _accumulate(epoch_stats, stats, 1.0)
         epochs_done += 1
         if not epoch_stats:
             continue
         _accumulate(totals, epoch_stats, 1.0)
-        epoch_kl = epoch_stats["policy/approx_kl"] / epoch_stats["_count"]
-        if settings.target_approx_kl is not None and epoch_kl > settings.target_approx_kl:
+        epoch_kl = _process_mean(accelerator, epoch_stats["policy/approx_kl"])
+        if (settings.target_approx_kl is not None
+                and epoch_kl / epoch_stats["_count"] > settings.target_approx_kl):
             break  # early stop: the policy moved too far from the rollout policy
     means = {}
     if totals:
@@ -244,21 +274,28 @@ def ppo_update(policy, value_model, optimizer, scheduler, accelerator, rollout: 
         means = {key: value / count for key, value in totals.items()}
         means["policy/ratio_max"] = totals["policy/ratio_max"]  # a maximum, not a sum
     return means | {"ppo/epochs_done": float(epochs_done),
-                    "ppo/skipped_minibatches": float(skipped)}
+                    "ppo/ratio_skipped_minibatches": float(outcomes.count(RATIO_SKIPPED))
+                    }, outcomes
+
+
+def _process_mean(accelerator, value: float) -> float:
+    """The mean of a float over processes (the float itself with one process)."""
+    if accelerator.num_processes == 1:
+        return value
+    return float(accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean"))
 
 
 def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, rollout, advantages,
-                    returns, minibatch, settings: UpdateSettings,
-                    is_finite) -> dict[str, float] | None:
-    # Weights are shares of the mean real-token count per process: DDP averages the processes'
-    # gradients, so the result is the token mean over the whole global minibatch.
-    tokens = rollout.response_mask[minibatch].sum().float()
-    if accelerator.num_processes > 1:
-        tokens = accelerator.reduce(tokens, reduction="mean")
-    tokens = tokens.clamp(min=1)
+                    returns, minibatch, mine, settings: UpdateSettings,
+                    is_finite) -> tuple[dict[str, float] | None, str]:
+    """Forward and backward this process's rows `mine` of the global `minibatch`, then one
+    optimizer step: (metrics or None when skipped, outcome)."""
+    # Weights are shares of the global minibatch's real tokens times the process count: DDP
+    # averages the processes' gradients, so the result is the token mean over all its rows.
+    tokens = rollout.response_mask[minibatch].sum().float().clamp(min=1) / accelerator.num_processes
     stats: dict[str, float] = {}
     losses = []
-    micro_batches = minibatch.split(settings.micro_batch_size)
+    micro_batches = mine.split(settings.micro_batch_size)
     for index, micro in enumerate(micro_batches):
         query_ids, query_mask, response_ids, response_mask = _rows(rollout, micro)
         width = response_ids.shape[1]
@@ -287,14 +324,19 @@ def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, roll
         micro_stats["loss/policy"] = micro_stats.pop("policy/loss")
         micro_stats["loss/value"] = micro_stats.pop("value/loss")
         _accumulate(stats, micro_stats, float(share))
+    if (settings.ratio_threshold is not None
+            and _process_mean(accelerator, stats["policy/ratio_mean"]) > settings.ratio_threshold):
+        optimizer.zero_grad(set_to_none=True)  # a loss spike in the making (trl 0.11)
+        return None, RATIO_SKIPPED
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = gradient_norm_after_clipping(accelerator, parameters, settings.max_grad_norm)
-    if not step_if_finite(optimizer, scheduler, is_finite,
-                          {"loss": torch.stack(losses), "gradient norm": grad_norm}):
-        return None
+    outcome, grad_norm = optimizer_step(
+        accelerator, optimizer, scheduler, parameters, max_grad_norm=settings.max_grad_norm,
+        loss=torch.stack(losses), is_finite=is_finite)
+    if outcome == SKIPPED:
+        return None, outcome
     stats["policy/grad_norm"] = grad_norm
     stats["_count"] = 1.0
-    return stats
+    return stats, outcome
 
 
 def _accumulate(totals: dict[str, float], stats: dict[str, float], weight: float) -> None:
@@ -357,6 +399,7 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
     run = Run(cfg.run, cfg, stage="ppo")
     per_process, per_minibatch, micro = cfg.batch_split(run.accelerator.num_processes)
     models = load_ppo_models(cfg, run.device)
+    check_lengths(cfg, models)
     prompts, prompt_ids = load_prompts(
         cfg.data.path, name=cfg.data.name, split=cfg.data.split, template=cfg.data.template,
         columns=dict(cfg.data.columns), tokenizer=models.tokenizer,
@@ -370,6 +413,7 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
         scheduler=cfg.train.scheduler, warmup_ratio=cfg.train.warmup_ratio,
         total_steps=schedule.iterations * cfg.ppo.ppo_epochs * cfg.ppo.num_minibatches)
     policy, value, optimizer = run.accelerator.prepare(models.policy, models.value, optimizer)
+    _prepare_frozen(run, models)
     checkpointed = {"models": {"policy": policy, "value": value},
                     "optimizers": {"ppo": optimizer}, "schedulers": {"ppo": scheduler}}
     state = run.start(**checkpointed)
@@ -378,29 +422,30 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
         kl_ctl.load_state_dict(state.extra["kl_controller"])
         transform = ScoreTransform(**state.extra["score_transform"])
     else:
-        transform = _initial_transform(cfg, models, prompt_ids, score_prompts, run)
+        transform = _initial_transform(cfg, run, models, prompt_ids, score_prompts, schedule)
     settings = UpdateSettings(
         ppo_epochs=cfg.ppo.ppo_epochs, per_minibatch=per_minibatch, micro_batch_size=micro,
         clip_range=cfg.ppo.clip_range, value_clip_range=cfg.ppo.value_clip_range,
         vf_coef=cfg.ppo.vf_coef, temperature=cfg.generate.temperature,
-        max_grad_norm=cfg.train.max_grad_norm, target_approx_kl=cfg.ppo.target_approx_kl)
+        max_grad_norm=cfg.train.max_grad_norm, target_approx_kl=cfg.ppo.target_approx_kl,
+        ratio_threshold=cfg.ppo.ratio_threshold, seed=cfg.run.seed)
     bar = tqdm(total=schedule.iterations, initial=state.step, desc="ppo", dynamic_ncols=True,
                disable=not (run.is_main and cfg.run.progress))
     metrics: dict[str, float] = {}
     while state.step < schedule.iterations:
         started = time.perf_counter()
         indices = schedule.local_prompts(state.step, run.accelerator)
-        query_ids, query_mask = left_pad([prompt_ids[i] for i in indices],
-                                         models.tokenizer.pad_token_id)
         timings: dict[str, float] = {}
-        rollout, texts = _collect(cfg, models, policy, value, query_ids.to(run.device),
-                                  query_mask.to(run.device), [score_prompts[i] for i in indices],
-                                  schedule.response_length(state.step),
-                                  schedule.row_seeds(state.step, indices), timings)      # 1.
+        rollout, texts = _collect(cfg, run, models, policy, value,                         # 1.
+                                  [prompt_ids[i] for i in indices],
+                                  [score_prompts[i] for i in indices],
+                                  schedule.response_lengths(state.step, indices),
+                                  schedule.row_seeds(state.step, indices), timings)
         raw_scores = rollout.scores
         if not run.finite_or_skip(state.step, {"reward": raw_scores}):
             state.step += 1  # no update from an iteration whose rewards are NaN/inf
-            _log_iteration(cfg, run, state.step, count_skipped(state, None), None, None, bar)
+            _log_iteration(cfg, run, state.step, count_outcomes(state, None, [SKIPPED]), None,
+                           None, bar)
             run.end_of_step(state, checkpointed, last=state.step == schedule.iterations)
             continue
         rollout.scores = transform(raw_scores, rollout.ended_with_eos)
@@ -411,20 +456,18 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
             sum_over_processes=run.sum_over_processes if run.accelerator.num_processes > 1 else None)
         policy.train()
         update_started = time.perf_counter()
-        update_stats = ppo_update(policy, value, optimizer, scheduler, run.accelerator,   # 5.
-                                  rollout, advantages, returns, settings,
-                                  lambda quantities: run.finite_or_skip(state.step, quantities))
+        update_stats, outcomes = ppo_update(                                             # 5.
+            policy, value, optimizer, scheduler, run.accelerator,
+            *gather_rows(run.accelerator, rollout, advantages, returns,
+                         pad_id=models.tokenizer.pad_token_id),
+            settings, lambda quantities: run.finite_or_skip(state.step, quantities),
+            iteration=state.step)
         timings["time/update"] = time.perf_counter() - update_started
-        metrics = rollout_metrics(rollout, raw_scores, kl, non_score, kl_ctl.value)
-        metrics |= update_stats | timings | _throughput(rollout, started)
-        metrics = run.mean_over_processes(metrics) | {"train/lr": scheduler.get_last_lr()[0]}
-        if run.accelerator.num_processes > 1:  # a std and a max are not means of the processes'
-            metrics["objective/score_std"] = float(run.accelerator.gather(rollout.scores).std())
-            if "policy/ratio_max" in update_stats:
-                metrics["policy/ratio_max"] = float(run.accelerator.reduce(
-                    torch.tensor(update_stats["policy/ratio_max"], device=run.device), "max"))
+        metrics = _iteration_metrics(run, rollout, raw_scores, kl, non_score, kl_ctl.value,
+                                     update_stats | timings | _throughput(rollout, started))
+        metrics["train/lr"] = scheduler.get_last_lr()[0]
         kl_ctl.update(metrics["objective/kl"], cfg.train.batch_size)                    # 6.
-        metrics = count_skipped(state, metrics, int(metrics.pop("ppo/skipped_minibatches")))
+        metrics = count_outcomes(state, metrics, outcomes)
         state.step += 1
         state.extra |= {"kl_controller": kl_ctl.state_dict(), "score_transform": vars(transform)}
         _log_iteration(cfg, run, state.step, metrics, texts, rollout, bar)
@@ -433,6 +476,38 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
     _save_final(run, policy, value, models.tokenizer)
     run.finish()
     return metrics
+
+
+def _iteration_metrics(run: Run, rollout: Rollout, raw_scores, kl, non_score, kl_coef: float,
+                       update_stats: dict[str, float]) -> dict[str, float]:
+    """One iteration's metrics over the global batch: means over processes, except the
+    score's std and the ratio's max, which are taken over all rows."""
+    metrics = rollout_metrics(rollout, raw_scores, kl, non_score, kl_coef) | update_stats
+    metrics = run.mean_over_processes(metrics)
+    if run.accelerator.num_processes > 1:
+        metrics["objective/score_std"] = float(run.accelerator.gather(rollout.scores).std())
+        if "policy/ratio_max" in update_stats:
+            metrics["policy/ratio_max"] = float(run.accelerator.reduce(
+                torch.tensor(update_stats["policy/ratio_max"], device=run.device), "max"))
+    return metrics
+
+
+def check_lengths(cfg: PPOConfig, models: PPOModels) -> None:
+    """Prompt plus response fit the positions of the policy and value model, so a run fails
+    at load with the keys to change instead of an IndexError mid-run (the reward model's
+    limit is checked by its scorer)."""
+    total = cfg.data.max_prompt_tokens + cfg.generate.max_new_tokens
+    for model in (models.policy, models.value):
+        check_fits_positions(model, total, "data.max_prompt_tokens + generate.max_new_tokens",
+                             cfg.model.policy)
+
+
+def _prepare_frozen(run: Run, models: PPOModels) -> None:
+    """The reference and the reward model at the trained models' forward precision: with the
+    policy equal to the reference (iteration 1), the KL is exactly 0 (`Run.prepare_frozen`)."""
+    models.reference = run.prepare_frozen(models.reference)
+    if isinstance(models.scorer, RewardModelScorer):
+        models.scorer.model = run.prepare_frozen(models.scorer.model)
 
 
 class IterationSchedule:
@@ -471,12 +546,20 @@ class IterationSchedule:
         processes share the batch."""
         return [row_seed(self.seed, iteration, index) for index in indices]
 
-    def response_length(self, iteration: int) -> int:
-        """max_new_tokens, or a seeded draw from [min, max] like the seed's LengthSampler."""
+    def response_lengths(self, iteration: int, indices: list[int]) -> list[int]:
+        """Each prompt's response length limit: max_new_tokens, or a draw from [min, max]
+        keyed by (seed, iteration, prompt), like the seed's per-sample LengthSampler."""
         if self.min_new is None:
-            return self.max_new
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
-        return int(torch.randint(self.min_new, self.max_new + 1, (1,), generator=generator))
+            return [self.max_new] * len(indices)
+        choices = self.max_new - self.min_new + 1
+        return [self.min_new + row_seed("length", self.seed, iteration, index) % choices
+                for index in indices]
+
+    def first_prompts(self, count: int) -> list[int]:
+        """The first `count` prompts of the training order (the first iterations' prompts)."""
+        order = [i for batch in prompt_batches(self.n_prompts, self.batch_size, seed=self.seed,
+                                               epoch=0) for i in batch]
+        return order[:count]
 
 
 def _score_prompts(cfg: PPOConfig, prompts) -> list[str]:
@@ -492,37 +575,44 @@ def _kl_controller(cfg: PPOConfig):
     return FixedKLController(cfg.ppo.kl_coef)
 
 
-def _collect(cfg, models: PPOModels, policy, value, query_ids, query_mask, score_prompts,
-             max_new_tokens: int, row_seeds: list[int], timings: dict) -> tuple[Rollout, Texts]:
-    """Step 1 in chunks of train.rollout_batch_size rows (all at once when 0)."""
+def _collect(cfg: PPOConfig, run: Run, models: PPOModels, policy, value, prompt_ids,
+             score_prompts, lengths: list[int], row_seeds: list[int],
+             timings: dict) -> tuple[Rollout, Texts]:
+    """Step 1 in chunks of train.rollout_batch_size rows (all at once when 0), under the
+    trained models' autocast, so the value and score heads run at the update's precision."""
+    query_ids, query_mask = left_pad(prompt_ids, models.tokenizer.pad_token_id)
+    query_ids, query_mask = query_ids.to(run.device), query_mask.to(run.device)
     chunk = cfg.train.rollout_batch_size or len(query_ids)
     parts, texts = [], Texts(prompts=[], responses=[])
     for start in range(0, len(query_ids), chunk):
         rows = slice(start, start + chunk)
-        rollout, part_texts = collect_rollout(
-            policy, models.reference, value, models.scorer, query_ids=query_ids[rows],
-            query_mask=query_mask[rows], score_prompts=score_prompts[rows],
-            tokenizer=models.tokenizer, max_new_tokens=max_new_tokens,
-            temperature=cfg.generate.temperature, stop_token_ids=models.stop_ids,
-            row_seeds=row_seeds[rows], timings=timings)
+        with run.accelerator.autocast():
+            rollout, part_texts = collect_rollout(
+                policy, models.reference, value, models.scorer, query_ids=query_ids[rows],
+                query_mask=query_mask[rows], score_prompts=score_prompts[rows],
+                tokenizer=models.tokenizer, max_new_tokens=lengths[rows],
+                temperature=cfg.generate.temperature, stop_token_ids=models.stop_ids,
+                row_seeds=row_seeds[rows], timings=timings)
         parts.append(rollout)
         texts.prompts += part_texts.prompts
         texts.responses += part_texts.responses
     return concat_rollouts(parts, models.tokenizer.pad_token_id), texts
 
 
-def _initial_transform(cfg: PPOConfig, models: PPOModels, prompt_ids, score_prompts,
-                       run: Run) -> ScoreTransform:
-    """Score normalisation fixed before training; for 'reference', measured on samples of the
-    initial policy (= the reference) so that its scores have mean 0 and std 1."""
+def _initial_transform(cfg: PPOConfig, run: Run, models: PPOModels, prompt_ids, score_prompts,
+                       schedule: IterationSchedule) -> ScoreTransform:
+    """Score normalisation fixed before training. For 'reference': gain and bias that give
+    the initial policy (= the reference) scores of mean 0 and std 1, measured on samples
+    drawn as training draws them (the first iterations' prompts, each response's length
+    limit drawn as training draws it, the same temperature): with a length-sensitive reward,
+    samples all of max_new_tokens put normalised training scores 2 to 4 std from 0."""
     reference_scores = None
     if cfg.ppo.score_normalization == "reference":
-        count = min(cfg.ppo.normalization_samples, len(prompt_ids))
-        query_ids, query_mask = left_pad(prompt_ids[:count], models.tokenizer.pad_token_id)
-        rollout, _ = _collect(cfg, models, models.reference, models.value,
-                              query_ids.to(run.device), query_mask.to(run.device),
-                              score_prompts[:count], cfg.generate.max_new_tokens,
-                              [row_seed(cfg.run.seed, -1, index) for index in range(count)], {})
+        indices = schedule.first_prompts(cfg.ppo.normalization_samples)
+        rollout, _ = _collect(cfg, run, models, models.reference, None,
+                              [prompt_ids[i] for i in indices], [score_prompts[i] for i in indices],
+                              schedule.response_lengths(-1, indices),
+                              schedule.row_seeds(-1, indices), {})
         reference_scores = rollout.scores.cpu()
     return score_transform(cfg, models.reward_stats, reference_scores)
 

@@ -18,22 +18,25 @@ from rlhf.data.batching import collate_preferences, epoch_batches
 from rlhf.data.preferences import TokenizedPreferences, load_preferences, tokenize_preferences
 from rlhf.evaluate import RewardEvaluation, best_first, evaluate_reward, reward_objective
 from rlhf.models import (
+    APPEND_EOS_KEY,
     SCORE_MEAN_KEY,
     SCORE_STD_KEY,
     SEPARATOR_KEY,
     TEMPLATE_KEY,
+    check_fits_positions,
     load_reward_model,
     save_pretrained_atomic,
     sequence_scores,
+    trl_appends_eos,
 )
 from rlhf.report import plot_reward_run
 from rlhf.report_html import write_report
 from rlhf.run import (
+    SKIPPED,
     Run,
     adamw_with_schedule,
-    count_skipped,
-    gradient_norm_after_clipping,
-    step_if_finite,
+    count_outcomes,
+    optimizer_step,
     total_optimizer_steps,
 )
 
@@ -54,8 +57,15 @@ def prepare_reward_data(cfg: RewardConfig, tokenizer) -> RewardData:
         data.path, name=data.name, split=data.split, test_split=data.test_split,
         test_fraction=data.test_fraction, seed=cfg.run.seed, columns=dict(data.columns),
         max_samples=data.max_samples, tokenizer=tokenizer)
+    # Decoder reward models are trained the way TRL's RewardTrainer trains them (EOS after the
+    # response, read at the EOS), unless the EOS is the pad token, where TRL's model read the
+    # last response token (`trl_appends_eos`): so a model saved here scores the same in
+    # `transformers`/TRL fed prompt + response + EOS, and reads the same token as TRL-trained
+    # hub models. Encoders end pairs with their own EOS (RoBERTa) or have none (BERT): no
+    # change. _save_final_model records the choice (APPEND_EOS_KEY).
     encode = {"template": data.template, "separator": data.separator,
-              "max_length": data.max_length}
+              "max_length": data.max_length,
+              "append_eos": trl_appends_eos(tokenizer.eos_token_id, tokenizer.pad_token_id)}
     train_tok = tokenize_preferences(train, tokenizer, **encode)
     test_tok = tokenize_preferences(test, tokenizer, **encode)
     counts = {f"train_{k}": v for k, v in train.counts.items()}
@@ -66,12 +76,14 @@ def prepare_reward_data(cfg: RewardConfig, tokenizer) -> RewardData:
 
 def reward_update(model, optimizer, scheduler, accelerator, data: TokenizedPreferences,
                   batch: list[int], *, micro_batch_size: int, pad_id: int, center_coef: float,
-                  max_grad_norm: float, is_finite) -> dict[str, float] | None:
-    """One optimizer step on one global batch, split over processes and micro-batches.
+                  max_grad_norm: float, is_finite) -> tuple[dict[str, float] | None, str]:
+    """One optimizer step on one global batch, split over processes and micro-batches:
+    (metrics, outcome of `run.optimizer_step`).
 
     Each micro-batch's mean loss is weighted by its share of the process's examples, so the
-    gradient equals that of one big batch (gradient-accumulation invariance). Returns None
-    when `is_finite` (Run.finite_or_skip) skips a batch with a NaN/inf loss or gradient.
+    gradient equals that of one big batch (gradient-accumulation invariance). The metrics
+    are None when `is_finite` (Run.finite_or_skip) skips a batch with a NaN/inf loss or
+    gradient.
     """
     per_process = len(batch) // accelerator.num_processes
     local = batch[accelerator.process_index * per_process:][:per_process]
@@ -82,26 +94,30 @@ def reward_update(model, optimizer, scheduler, accelerator, data: TokenizedPrefe
         best = inputs["best"].to(accelerator.device)
         margin = None if inputs["margin"] is None else inputs["margin"].to(accelerator.device)
         sync = index == len(micro_batches) - 1  # all-reduce gradients once, after the last
+        extra = {name: values.to(accelerator.device)  # token_type_ids of BERT-style pairs
+                 for name, values in inputs["extra_inputs"].items()}
         with nullcontext() if sync else accelerator.no_sync(model):
             with accelerator.autocast():
                 scores = sequence_scores(model, inputs["input_ids"].to(accelerator.device),
-                                         inputs["attention_mask"].to(accelerator.device))
+                                         inputs["attention_mask"].to(accelerator.device),
+                                         **extra)
             rewards = scores.float().view(inputs["n_responses"], -1).T  # (b, N)
             loss, _ = reward_objective(rewards, best, margin, data.listwise, center_coef)
             accelerator.backward(loss * len(indices) / len(local))
         losses.append(loss.detach())
         all_rewards.append(best_first(rewards.detach(), best))
         all_margins.append(margin)
-    grad_norm = gradient_norm_after_clipping(accelerator, model.parameters(), max_grad_norm)
-    if not step_if_finite(optimizer, scheduler, is_finite,
-                          {"loss": torch.stack(losses), "gradient norm": grad_norm}):
-        return None
+    outcome, grad_norm = optimizer_step(accelerator, optimizer, scheduler, model.parameters(),
+                                        max_grad_norm=max_grad_norm, loss=torch.stack(losses),
+                                        is_finite=is_finite)
+    if outcome == SKIPPED:
+        return None, outcome
     rewards = accelerator.gather(torch.cat(all_rewards))  # (batch, N), best response first
     margins = None if all_margins[0] is None else accelerator.gather(torch.cat(all_margins))
     zeros = torch.zeros(len(rewards), dtype=torch.long, device=rewards.device)
     _, stats = reward_objective(rewards, zeros, margins, data.listwise, center_coef)
     return stats.as_dict("train/") | {"train/grad_norm": grad_norm,
-                                      "train/lr": scheduler.get_last_lr()[0]}
+                                      "train/lr": scheduler.get_last_lr()[0]}, outcome
 
 
 
@@ -113,6 +129,7 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
         cfg.model.name_or_path, tokenizer_name=cfg.model.tokenizer,
         disable_dropout=cfg.model.disable_dropout,
         trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed)
+    check_fits_positions(model, cfg.data.max_length, "data.max_length", cfg.model.name_or_path)
     data = prepare_reward_data(cfg, tokenizer)
     _announce(run, data)
     total_steps = total_optimizer_steps(
@@ -136,12 +153,12 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
             len(data.train.best), cfg.train.batch_size, seed=cfg.run.seed, epoch=state.epoch,
             lengths=lengths if cfg.data.group_by_length else None)
         for batch in batches[state.batch_in_epoch:]:
-            metrics = reward_update(
+            metrics, outcome = reward_update(
                 model, optimizer, scheduler, run.accelerator, data.train, batch,
                 micro_batch_size=micro_batch_size, pad_id=tokenizer.pad_token_id,
                 center_coef=cfg.train.center_coef, max_grad_norm=cfg.train.max_grad_norm,
                 is_finite=lambda quantities: run.finite_or_skip(state.step, quantities))
-            metrics = count_skipped(state, metrics)
+            metrics = count_outcomes(state, metrics, [outcome])
             state.step += 1
             state.batch_in_epoch += 1
             metrics["train/epoch"] = state.epoch + state.batch_in_epoch / len(batches)
@@ -215,6 +232,7 @@ def _save_final_model(cfg: RewardConfig, run: Run, model, tokenizer, data: Rewar
     rewards = evaluate_reward(model, data.train, batch_size=cfg.train.eval_batch_size,
                               pad_id=tokenizer.pad_token_id, accelerator=run.accelerator).rewards
     extra = {TEMPLATE_KEY: cfg.data.template, SEPARATOR_KEY: cfg.data.separator,
+             APPEND_EOS_KEY: trl_appends_eos(tokenizer.eos_token_id, tokenizer.pad_token_id),
              SCORE_MEAN_KEY: float(rewards.mean()), SCORE_STD_KEY: float(rewards.std())}
     if run.is_main:
         save_pretrained_atomic(run.accelerator.unwrap_model(model), tokenizer,

@@ -20,16 +20,20 @@ from rlhf.algo.sft import sft_loss
 from rlhf.config import SFTConfig
 from rlhf.data.batching import epoch_batches
 from rlhf.data.sft import TokenizedSFT, collate_sft, load_sft, loss_tokens, tokenize_sft
-from rlhf.errors import UserError
-from rlhf.models import load_policy, position_ids_from_mask, save_pretrained_atomic
+from rlhf.models import (
+    check_fits_positions,
+    load_policy,
+    position_ids_from_mask,
+    save_pretrained_atomic,
+)
 from rlhf.report import plot_sft_run
 from rlhf.report_html import write_report
 from rlhf.run import (
+    SKIPPED,
     Run,
     adamw_with_schedule,
-    count_skipped,
-    gradient_norm_after_clipping,
-    step_if_finite,
+    count_outcomes,
+    optimizer_step,
     total_optimizer_steps,
 )
 
@@ -77,13 +81,15 @@ def next_token_logprobs(model, inputs: dict[str, torch.Tensor],
 
 def sft_update(model, optimizer, scheduler, accelerator, data: TokenizedSFT, batch: list[int],
                *, micro_batch_size: int, pad_id: int, max_grad_norm: float,
-               is_finite) -> dict[str, float] | None:
-    """One optimizer step on one global batch, split over processes and micro-batches.
+               is_finite) -> tuple[dict[str, float] | None, str]:
+    """One optimizer step on one global batch, split over processes and micro-batches:
+    (metrics, outcome of `run.optimizer_step`).
 
     Each micro-batch's token-mean loss is weighted by its share of the global batch's response
     tokens (times the process count, which DDP's gradient average divides out), so the
-    gradient is that of the whole batch's token mean, however the batch is split. Returns
-    None when `is_finite` (Run.finite_or_skip) skips a batch with a NaN/inf loss or gradient.
+    gradient is that of the whole batch's token mean, however the batch is split. The metrics
+    are None when `is_finite` (Run.finite_or_skip) skips a batch with a NaN/inf loss or
+    gradient.
     """
     per_process = len(batch) // accelerator.num_processes
     local = batch[accelerator.process_index * per_process:][:per_process]
@@ -100,12 +106,13 @@ def sft_update(model, optimizer, scheduler, accelerator, data: TokenizedSFT, bat
             share = stats.tokens * accelerator.num_processes / global_tokens
             accelerator.backward(loss * share)
         totals += torch.stack([stats.nll_sum, stats.tokens])
-    grad_norm = gradient_norm_after_clipping(accelerator, model.parameters(), max_grad_norm)
-    if not step_if_finite(optimizer, scheduler, is_finite,
-                          {"loss": totals[0], "gradient norm": grad_norm}):
-        return None
+    outcome, grad_norm = optimizer_step(accelerator, optimizer, scheduler, model.parameters(),
+                                        max_grad_norm=max_grad_norm, loss=totals[0],
+                                        is_finite=is_finite)
+    if outcome == SKIPPED:
+        return None, outcome
     return _loss_metrics(accelerator.reduce(totals, reduction="sum"), "train/") | {
-        "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0]}
+        "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0]}, outcome
 
 
 def _loss_metrics(totals: torch.Tensor, prefix: str) -> dict[str, float]:
@@ -148,7 +155,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
     model, tokenizer = load_policy(
         cfg.model.name_or_path, disable_dropout=cfg.model.disable_dropout,
         trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed)
-    _check_length(cfg, model)
+    check_fits_positions(model, cfg.data.max_length, "data.max_length", cfg.model.name_or_path)
     data = prepare_sft_data(cfg, tokenizer)
     _announce(run, data)
     total_steps = total_optimizer_steps(
@@ -174,12 +181,12 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
             len(data.train), cfg.train.batch_size, seed=cfg.run.seed, epoch=state.epoch,
             lengths=lengths if cfg.data.group_by_length else None)
         for batch in batches[state.batch_in_epoch:]:
-            metrics = sft_update(
+            metrics, outcome = sft_update(
                 model, optimizer, scheduler, run.accelerator, data.train, batch,
                 micro_batch_size=micro_batch_size, pad_id=tokenizer.pad_token_id,
                 max_grad_norm=cfg.train.max_grad_norm,
                 is_finite=lambda quantities: run.finite_or_skip(state.step, quantities))
-            metrics = count_skipped(state, metrics)
+            metrics = count_outcomes(state, metrics, [outcome])
             state.step += 1
             state.batch_in_epoch += 1
             metrics["train/epoch"] = state.epoch + state.batch_in_epoch / len(batches)
@@ -200,15 +207,6 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
     final = evaluate(state.step)
     _finish(run, model, tokenizer, final)
     return final
-
-
-def _check_length(cfg: SFTConfig, model) -> None:
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(limit, int) and cfg.data.max_length > limit:
-        raise UserError(f"data.max_length {cfg.data.max_length} is longer than the "
-                        f"{limit} positions model '{cfg.model.name_or_path}' has; set "
-                        f"data.max_length <= {limit}")
-
 
 
 def _announce(run: Run, data: SFTDataSplits) -> None:

@@ -90,3 +90,58 @@ def test_fixed_kl_controller():
     resumed = FixedKLController(1.0)
     resumed.load_state_dict(json.loads(json.dumps(controller.state_dict())))
     assert resumed.value == 0.05
+
+
+# -- the estimators as a per-token reward penalty (stop-gradient), on a small categorical -----
+# A penalty used as a reward reaches the policy through the policy gradient: its expected
+# gradient is E_{a~pi}[k(a) grad log pi(a)], summed here exactly over the 5 actions.
+
+
+def _penalty_gradient(estimator, logits: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    logits = logits.clone().requires_grad_(True)
+    logp = torch.log_softmax(logits, dim=-1)
+    penalty = estimator(logp, ref_logp).detach()  # a reward: no gradient through it
+    surrogate = (logp.exp().detach() * penalty * logp).sum()  # E[k grad log pi] as a gradient
+    (gradient,) = torch.autograd.grad(surrogate, logits)
+    return gradient
+
+
+def _exact_gradient(kl, logits: torch.Tensor) -> torch.Tensor:
+    logits = logits.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(kl(torch.log_softmax(logits, dim=-1)), logits)
+    return gradient
+
+
+def _categorical(scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    ref_logits = torch.randn(5, generator=generator, dtype=torch.float64)
+    logits = ref_logits + scale * torch.randn(5, generator=generator, dtype=torch.float64)
+    return logits, torch.log_softmax(ref_logits, dim=-1)
+
+
+def test_k1_penalty_gradient_is_exactly_the_kl_gradient():
+    logits, ref_logp = _categorical(scale=0.5)
+    forward_kl = lambda logp: (logp.exp() * (logp - ref_logp)).sum()  # noqa: E731 KL(pi||ref)
+    assert_close(_penalty_gradient(kl_k1, logits, ref_logp), _exact_gradient(forward_kl, logits))
+
+
+def test_k3_penalty_gradient_is_the_difference_of_two_kl_gradients_and_small():
+    """Tang & Munos (2025): as a reward, k3's expected gradient is grad KL(pi||ref) -
+    grad KL(ref||pi), a few percent of the KL gradient near the reference."""
+    logits, ref_logp = _categorical(scale=0.1)
+    forward_kl = lambda logp: (logp.exp() * (logp - ref_logp)).sum()  # noqa: E731
+    reverse_kl = lambda logp: (ref_logp.exp() * (ref_logp - logp)).sum()  # noqa: E731
+    k3 = _penalty_gradient(kl_k3, logits, ref_logp)
+    true = _exact_gradient(forward_kl, logits)
+    assert_close(k3, true - _exact_gradient(reverse_kl, logits))
+    assert k3.norm() < 0.1 * true.norm()  # barely a restoring force at all
+
+
+def test_the_kl_estimator_setting_recommends_k1_and_says_why_k3_is_no_penalty():
+    """Where users choose the estimator (`rlhf config ppo`, the field's docstring)."""
+    from rlhf.config import PPOAlgoConfig
+    from rlhf.config_docs import field_docs
+
+    doc = " ".join(field_docs(PPOAlgoConfig)["kl_estimator"].split())
+    assert "'k1'" in doc and "recommended" in doc and "Tang & Munos 2025" in doc
+    assert "grad KL(pi || ref) - grad KL(ref || pi)" in doc

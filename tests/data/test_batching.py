@@ -111,3 +111,19 @@ def test_collate_rejects_bad_arguments() -> None:
         collate_preferences(tokenized(), [0], pad_id=0, padding_side="middle")
     with pytest.raises(ValueError):
         collate_preferences(tokenized(), [0], pad_id=None)
+
+
+def test_collate_pads_extra_inputs_with_their_own_value() -> None:
+    # BERT-style token types ride along with the ids, cut the same, padded with
+    # pad_token_type_id (7 here, to tell it from the ids' pad), on the same side.
+    tok = tokenized()
+    tok.extra_inputs = {"token_type_ids": [[[r] * len(ids) for r, ids in enumerate(example)]
+                                           for example in tok.input_ids]}
+    tok.pad_values = {"token_type_ids": 7}
+    right = collate_preferences(tok, [2, 0], pad_id=-1)
+    assert right["extra_inputs"]["token_type_ids"].tolist() == [
+        [0, 7, 7], [0, 0, 0], [1, 7, 7], [1, 7, 7]]
+    left = collate_preferences(tok, [0, 1], pad_id=9, padding_side="left")
+    assert left["extra_inputs"]["token_type_ids"].tolist() == [
+        [7, 0, 0, 0], [7, 7, 0, 0], [7, 7, 7, 1], [1, 1, 1, 1]]
+    assert collate_preferences(tokenized(), [0], pad_id=0)["extra_inputs"] == {}

@@ -153,3 +153,24 @@ def test_tokenize_preferences_listwise_with_margins(gpt2_tokenizer) -> None:
                            source="mem")
     assert tokenize_preferences(pairs, gpt2_tokenizer, template="concat",
                                 max_length=16).margins == [1.0]
+
+
+def test_empty_response_gives_a_valid_input(roberta_tokenizer, gpt2_tokenizer) -> None:
+    # An empty response is kept as data (a legitimate, bad answer): its encoding is still a
+    # well-formed input, and truncation still cuts only the prompt.
+    prompt_ids = roberta_tokenizer("The harbour was quiet.", add_special_tokens=False)[
+        "input_ids"]
+    ids, truncated = encode_prompt_response(roberta_tokenizer, ["The harbour was quiet."], [""],
+                                            template="pair", max_length=64)
+    assert ids == [[0, *prompt_ids, 2, 2, 2]] and truncated == [False]  # <s>prompt</s></s></s>
+    ids, truncated = encode_prompt_response(roberta_tokenizer, ["The harbour was quiet."], [""],
+                                            template="pair", max_length=5)
+    assert ids == [[0, *prompt_ids[-1:], 2, 2, 2]] and truncated == [True]
+    ids, _ = encode_prompt_response(gpt2_tokenizer, ["The harbour was quiet."], [""],
+                                    template="concat", max_length=64)
+    assert ids == [gpt2_tokenizer("The harbour was quiet.\n")["input_ids"]]
+    data = normalise_rows([{"prompt": "p", "chosen": "a", "rejected": ""}], source="mem")
+    tokenized = tokenize_preferences(data, roberta_tokenizer, template="pair", max_length=16)
+    assert tokenized.input_ids == [[roberta_tokenizer("p", "a")["input_ids"],
+                                    [0, *roberta_tokenizer("p", add_special_tokens=False)[
+                                        "input_ids"], 2, 2, 2]]]

@@ -187,11 +187,77 @@ def test_bad_chat_message_names_row() -> None:
         normalise_rows(rows, source="mem")
 
 
-def test_empty_response_names_the_row() -> None:
-    rows = pairs(3)
+# An empty response is a legitimate (bad) answer, in every layout: the row is kept and counted
+# (UltraFeedback-binarized has rows whose rejected assistant message is ""). Only a missing or
+# non-string value is an error.
+
+
+def test_explicit_pair_with_an_empty_response_is_kept_and_counted() -> None:
+    rows = pairs(4)
     rows[1]["rejected"] = "   "
-    with pytest.raises(UserError, match=r"^mem: row 2: the 'rejected' response is empty"):
+    rows[2]["chosen"] = ""
+    data = normalise_rows(rows, source="mem")
+    assert len(data) == 4 and data.responses[1] == ["a vivid answer 1", "   "]
+    assert data.responses[2] == ["", "a plain answer 2"]
+    assert data.counts == {"rows": 4, "dropped_identical": 0, "empty_responses": 2}
+    rows[3]["chosen"] = rows[3]["rejected"] = ""  # identical: still dropped, still counted
+    data = normalise_rows(rows, source="mem")
+    assert len(data) == 3 and data.counts["dropped_identical"] == 1
+
+
+def test_implicit_pair_with_an_empty_cell_is_kept_and_counted() -> None:
+    rows = [{"chosen": "The harbour was quiet. Gulls wheeled.", "rejected": ""},
+            {"chosen": "", "rejected": "The sea."}]
+    data = normalise_rows(rows, source="mem")
+    assert data.prompts == ["", ""]
+    assert data.responses == [["The harbour was quiet. Gulls wheeled.", ""], ["", "The sea."]]
+    assert data.counts["empty_responses"] == 2
+
+
+def test_conversation_with_an_empty_assistant_message_is_kept_and_counted() -> None:
+    # UltraFeedback-binarized: a prompt string and chosen/rejected message lists whose last
+    # assistant message may be "".
+    user = {"role": "user", "content": "Describe the sea."}
+    row = {"prompt": "Describe the sea.",
+           "chosen": [user, {"role": "assistant", "content": "Grey and vast."}],
+           "rejected": [user, {"role": "assistant", "content": ""}]}
+    implicit = {"chosen": row["rejected"], "rejected": row["chosen"]}  # no prompt column
+    for tokenizer in (None, chat_tokenizer()):
+        data = normalise_rows([row], source="mem", tokenizer=tokenizer)
+        assert len(data) == 1 and data.counts["empty_responses"] == 1
+        data = normalise_rows([implicit], source="mem", tokenizer=tokenizer)
+        assert len(data) == 1 and data.counts["empty_responses"] == 1
+    for layout in (row, implicit):  # the user turn is the prompt, not part of the responses
+        data = normalise_rows([layout], source="mem", tokenizer=chat_tokenizer())
+        assert data.prompts == ["<|user|>Describe the sea.<|end|>\n<|assistant|>"]
+        assert sorted(data.responses[0]) == ["<|end|>\n", "Grey and vast.<|end|>\n"]
+    data = normalise_rows([row], source="mem")
+    assert data.prompts == ["user: Describe the sea.\n"]
+    assert data.responses == [["assistant: Grey and vast.\n", "assistant: \n"]]
+
+
+def test_listwise_with_an_empty_sample_is_kept_and_counted() -> None:
+    rows = [{"query": "q", "sample0": " a", "sample1": "", "sample2": " c", "best": 0},
+            {"query": "q", "sample0": "", "sample1": "", "sample2": "", "best": 1}]
+    data = normalise_rows(rows, source="mem")
+    assert data.responses == [[" a", "", " c"]]
+    assert data.counts == {"rows": 2, "dropped_identical": 1, "empty_responses": 1}
+
+
+def test_missing_or_non_string_responses_are_still_errors() -> None:
+    rows = pairs(3)
+    rows[1]["rejected"] = None
+    with pytest.raises(UserError, match=r"^mem: row 2: column 'rejected' is missing \(null\)"):
         normalise_rows(rows, source="mem")
+    rows[1]["rejected"] = 3
+    with pytest.raises(UserError, match=r"^mem: row 2: column 'rejected' is an int, not text"):
+        normalise_rows(rows, source="mem")
+    listwise = [{"query": "q", "sample0": "a", "sample1": None, "best": 0}]
+    with pytest.raises(UserError, match=r"row 1: column 'sample1' is missing"):
+        normalise_rows(listwise, source="mem")
+    messages = {"prompt": "p", "chosen": [], "rejected": [{"role": "user", "content": "x"}]}
+    with pytest.raises(UserError, match="column 'chosen' is an empty list of messages"):
+        normalise_rows([messages], source="mem")
 
 
 def test_identical_pairs_are_dropped_and_counted() -> None:

@@ -260,18 +260,41 @@ def test_non_string_prompt_and_null_values(tmp_path: Path) -> None:
         normalise_sft_rows([{"prompt": None, "response": "a"}], source="mem")
 
 
-def test_empty_response_is_an_error(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "response": "  "}])
-    with pytest.raises(UserError, match=r"line 1: the 'response' response is empty"):
-        load_sft(path)
+def test_empty_responses_are_dropped_and_counted_in_every_layout(tmp_path: Path) -> None:
+    # An empty response teaches nothing to imitate: the example is dropped and counted, the run
+    # goes on (as for HH-style rows whose assistant said nothing).
+    rows = [{"prompt": "p", "response": "  "}, {"prompt": "q", "response": "a"},
+            {"prompt": "r", "response": ""}]
+    path = write_jsonl(tmp_path / "some-empty.jsonl", rows * 2)
+    train, test = load_sft(path, test_fraction=0.5)
+    assert train.responses + test.responses == ["a", "a"]
+    assert train.counts["dropped_empty"] == 4
+    implicit = [{"chosen": "", "rejected": "The sea."}, {"chosen": "The sea.", "rejected": ""}]
+    data = normalise_sft_rows(implicit, source="mem")
+    assert data.responses == ["The sea."] and data.counts == {"rows": 2, "dropped_empty": 1}
+    empty_turn = {"messages": [{"role": "user", "content": "hi"},
+                               {"role": "assistant", "content": " "}]}
+    for tokenizer in (None, chat_tokenizer()):
+        data = normalise_sft_rows([empty_turn, {"messages": CONVERSATION}], source="mem",
+                                  tokenizer=tokenizer)
+        assert len(data) == 1 and data.counts == {"rows": 2, "dropped_empty": 1}
+    all_empty = write_jsonl(tmp_path / "all-empty.jsonl", [rows[0], rows[2]])
+    with pytest.raises(UserError, match=r"no usable SFT examples .*2 with an empty response"):
+        load_sft(all_empty)
+
+
+def test_missing_or_non_string_response_is_still_an_error() -> None:
+    with pytest.raises(UserError, match=r"row 1: column 'response' is missing \(null\)"):
+        normalise_sft_rows([{"prompt": "p", "response": None}], source="mem")
+    with pytest.raises(UserError, match=r"row 1: column 'rejected' is an int"):
+        normalise_sft_rows([{"chosen": "", "rejected": 3}], source="mem")
+    with pytest.raises(UserError, match="column 'messages' is an empty list of messages"):
+        normalise_sft_rows([{"messages": []}], source="mem")
 
 
 def test_conversation_errors() -> None:
     with pytest.raises(UserError, match="no message with role 'assistant'"):
         normalise_sft_rows([{"messages": [{"role": "user", "content": "hi"}]}], source="mem")
-    with pytest.raises(UserError, match="last assistant message is empty"):
-        normalise_sft_rows([{"messages": [{"role": "user", "content": "hi"},
-                                          {"role": "assistant", "content": ""}]}], source="mem")
     with pytest.raises(UserError, match="row 1: column 'messages' must be text or a list"):
         normalise_sft_rows([{"messages": [{"role": "user"}]}], source="mem")
 

@@ -9,7 +9,9 @@ def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """(B, R) logp - logp_ref per token: the k1 estimator of KL(pi || ref).
 
     Unbiased on samples from pi but negative on some tokens; it is the per-token penalty of
-    Ziegler et al. 2019 and of the N+ details (Schulman, "Approximating KL divergence").
+    Ziegler et al. 2019 and of the N+ details (Schulman, "Approximating KL divergence"). Used
+    as a reward (no gradient through it), its expected policy gradient E[k1 grad log pi] is
+    exactly grad KL(pi || ref): the right penalty.
     """
     return logprobs - ref_logprobs
 
@@ -18,7 +20,10 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """(B, R) (r - 1) - log r with r = p_ref / p: the k3 estimator of KL(pi || ref).
 
     Unbiased on samples from pi, never negative and of lower variance than k1 (Schulman,
-    "Approximating KL divergence"). expm1 keeps r - 1 accurate when r is close to 1.
+    "Approximating KL divergence"): a good estimate of the KL's value. Not a good penalty:
+    used as a reward, its expected gradient is grad KL(pi || ref) - grad KL(ref || pi), only
+    a few percent of the KL gradient near the reference (Tang & Munos 2025). expm1 keeps
+    r - 1 accurate when r is close to 1.
     """
     log_ratio = ref_logprobs - logprobs  # (B, R) log r
     return torch.expm1(log_ratio) - log_ratio

@@ -78,6 +78,13 @@ def response_mask_after_stop(response_ids: torch.Tensor,
     return stops_before == 0
 
 
+def within_lengths(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, width) True at positions t < lengths[b]: the tokens a row was allowed to sample
+    when each row has its own length limit. `lengths` (B,) integers."""
+    positions = torch.arange(width, device=lengths.device)  # (width,)
+    return positions[None, :] < lengths[:, None]
+
+
 def last_true_index(mask: torch.Tensor) -> torch.Tensor:
     """(B,) long index of the last True of each row (0 for an all-False row).
 

@@ -43,25 +43,36 @@ def epoch_batches(n_examples: int, batch_size: int, *, seed: int, epoch: int,
     return batches
 
 
+def pad_to_longest(sequences: list[list[int]], pad_value: int,
+                   side: str = "right") -> torch.Tensor:
+    """(B, T) long tensor of the sequences, padded with `pad_value` to the longest (T)."""
+    if not sequences:
+        raise ValueError("padding needs at least one sequence")
+    if side not in ("right", "left"):
+        raise ValueError(f"padding side must be 'right' or 'left', got {side!r}")
+    width = max(len(sequence) for sequence in sequences)
+    padded = torch.full((len(sequences), width), pad_value, dtype=torch.long)  # (B, T)
+    for row, sequence in enumerate(sequences):
+        start = 0 if side == "right" else width - len(sequence)
+        padded[row, start:start + len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    return padded
+
+
 def pad_sequences(sequences: list[list[int]], pad_id: int,
                   side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask), both (B, T) with T the longest sequence; mask True on real tokens.
 
     The mask comes from the lengths, never from `ids == pad_id` (pad may equal EOS).
     """
-    if not sequences:
-        raise ValueError("pad_sequences needs at least one sequence")
-    if side not in ("right", "left"):
-        raise ValueError(f"padding side must be 'right' or 'left', got {side!r}")
     if pad_id is None:
         raise ValueError("pad_id is None: give the tokenizer a pad token first")
-    width = max(len(sequence) for sequence in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(sequences), width), dtype=torch.bool)  # (B, T)
-    for row, sequence in enumerate(sequences):
-        start = 0 if side == "right" else width - len(sequence)
-        ids[row, start:start + len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, start:start + len(sequence)] = True
+    ids = pad_to_longest(sequences, pad_id, side)  # (B, T)
+    lengths = torch.tensor([len(sequence) for sequence in sequences])  # (B,)
+    positions = torch.arange(ids.shape[1])  # (T,)
+    if side == "right":
+        mask = positions[None, :] < lengths[:, None]  # (B, T)
+    else:
+        mask = positions[None, :] >= ids.shape[1] - lengths[:, None]  # (B, T)
     return ids, mask
 
 
@@ -72,18 +83,28 @@ def collate_preferences(tok: TokenizedPreferences, indices: list[int], pad_id: i
     Rows are response-major: all first responses of the batch, then all second ones, ... so
     `rewards.view(n_responses, B).T` is (B, N) and, for pairs, chosen = rewards[:B] and
     rejected = rewards[B:]. Padding is dynamic (to the longest row of this batch).
+    `extra_inputs` holds the other per-token model inputs (name -> (B*N, T) tensor), e.g.
+    BERT's `token_type_ids`; pass them to the model with the ids.
     """
     if not indices:
         raise ValueError("collate_preferences needs at least one example index")
     n_responses = len(tok.input_ids[indices[0]])
-    rows = [tok.input_ids[i][position] for position in range(n_responses) for i in indices]
-    input_ids, attention_mask = pad_sequences(rows, pad_id, padding_side)  # (B*N, T)
+
+    def rows(per_example: list[list[list[int]]]) -> list[list[int]]:
+        return [per_example[i][position] for position in range(n_responses) for i in indices]
+
+    input_ids, attention_mask = pad_sequences(rows(tok.input_ids), pad_id, padding_side)
+    # Other per-token inputs (BERT's token_type_ids) are padded with their own value, the way
+    # the tokenizer's own `pad` does (`pad_token_type_id` for types).
+    extra_inputs = {name: pad_to_longest(rows(values), tok.pad_values.get(name, 0), padding_side)
+                    for name, values in tok.extra_inputs.items()}  # each (B*N, T)
     margin = None
     if tok.margins is not None:
         margin = torch.tensor([tok.margins[i] for i in indices], dtype=torch.float32)  # (B,)
     return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
+        "input_ids": input_ids,  # (B*N, T)
+        "attention_mask": attention_mask,  # (B*N, T) bool
+        "extra_inputs": extra_inputs,
         "best": torch.tensor([tok.best[i] for i in indices], dtype=torch.long),  # (B,)
         "margin": margin,
         "n_responses": n_responses,

@@ -9,14 +9,19 @@ maps the canonical names `prompt`, `response` and `messages` to the file's own):
   `columns={"response": "rejected"}` makes any column the response.
 - implicit pairs (Anthropic HH): whole dialogues in `chosen` and `rejected` and no prompt
   column: the prompt is their shared start (`split_shared_prompt`), the response the rest of
-  the chosen dialogue. A response that is empty once that start is removed is dropped and
-  counted (`dropped_empty`); an empty cell in the file is an error.
+  the chosen dialogue.
 - conversations: `messages`, a list of {"role", "content"}: the prompt is every message before
   the last assistant message and the response is that message (messages after it are not
   trained on). A response column holding a message list is read the same way; when nothing
   precedes its last assistant message, the prompt column supplies the prompt (a string is one
   user message). With a chat template the text is the template's rendering
   (`render_conversation`), otherwise "role: content" lines.
+
+An empty response never stops a run: there is nothing to imitate in it, so the example is
+dropped and counted (`dropped_empty`), whether the cell is empty or blank, the response is
+empty once an implicit pair's shared start is removed, or the last assistant message's content
+is blank. A missing (null) or non-string value, or an empty list of messages, is an error
+naming the row; so is a split left with no examples at all.
 
 The built-in source `builtin:descriptiveness-sft` is `builtin:descriptiveness` (the synthetic
 scene openings of `rlhf.data.synthetic`) with `response` = the PLAIN continuation (`rejected`).
@@ -100,10 +105,11 @@ def normalise_sft_rows(rows: list[dict], *, source: str, columns: dict[str, str]
     names = _sft_columns(rows[0], source, columns)
     dropped = 0
     for index, row in enumerate(rows):
-        prompt, response, chat = _example(row, names, rows, index, source, tokenizer)
-        if not response.strip():
+        example = _example(row, names, rows, index, source, tokenizer)
+        if example is None:
             dropped += 1
             continue
+        prompt, response, chat = example
         data.prompts.append(prompt)
         data.responses.append(response)
         data.chat.append(chat)
@@ -140,8 +146,9 @@ def _sft_columns(first: dict, source: str, columns: dict[str, str]) -> dict[str,
 
 
 def _example(row: dict, names: dict, rows: list[dict], index: int, source: str,
-             tokenizer) -> tuple[str, str, bool]:
-    """(prompt text, response text, rendered by a chat template) of one row."""
+             tokenizer) -> tuple[str, str, bool] | None:
+    """(prompt text, response text, rendered by a chat template) of one row; None when its
+    response is empty (the row is valid, but there is nothing to train on)."""
     where = f"{source}: {row_location(rows, index)}"
     if "messages" in names:
         messages = _messages(_value(row, names["messages"], rows, index, source),
@@ -154,35 +161,32 @@ def _example(row: dict, names: dict, rows: list[dict], index: int, source: str,
         messages = _messages(response, names["response"], where)
         return _conversation(messages, prompt, names["prompt"], where, tokenizer)
     _require_string(response, names["response"], where)
-    if not response.strip():
-        raise UserError(f"{where}: the '{names['response']}' response is empty; remove the row "
-                        "or give it a response")
     if names["partner"] is not None:  # implicit pair: the prompt is the shared start
         partner = _value(row, names["partner"], rows, index, source)
         _require_string(partner, names["partner"], where)
         prompt, response, _ = split_shared_prompt(response, partner)
-        return prompt, response, False
-    _require_string(prompt, names["prompt"], where)
-    return prompt, response, False
+    else:
+        _require_string(prompt, names["prompt"], where)
+    return (prompt, response, False) if response.strip() else None
 
 
 def _conversation(messages: list[dict], prompt, prompt_column: str | None, where: str,
-                  tokenizer) -> tuple[str, str, bool]:
-    """Split at the last assistant message: (prompt text, its text, chat-template rendered)."""
+                  tokenizer) -> tuple[str, str, bool] | None:
+    """Split at the last assistant message: (prompt text, its text, chat-template rendered);
+    None when that message is blank (its rendering is not empty: it holds role markers)."""
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None:
         roles = ", ".join(sorted({m["role"] for m in messages}))
         raise UserError(f"{where}: the conversation has no message with role 'assistant' "
                         f"(roles found: {roles}); SFT trains on the last assistant message")
-    if not messages[last]["content"].strip():
-        raise UserError(f"{where}: the last assistant message is empty; remove the row or give "
-                        "it a response")
     before = messages[:last]
     if not before and prompt is not None:  # e.g. TRL's conversational prompt-completion rows
         if isinstance(prompt, str):
             before = [{"role": "user", "content": prompt}]
         else:
             before = _messages(prompt, prompt_column, where)
+    if not messages[last]["content"].strip():
+        return None
     prompt_text, response_text = render_conversation(before, [messages[last]], tokenizer, where)
     return prompt_text, response_text, bool(getattr(tokenizer, "chat_template", None))
 
