@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "sft" / "tiny.yaml"
 TRAIN_KEYS = {"train/loss", "train/perplexity", "train/tokens", "train/grad_norm", "train/lr",
-              "train/epoch", "train/skipped_batches"}
+              "train/epoch", "train/skipped_batches", "train/overflow_steps"}
 EVAL_KEYS = {"eval/loss", "eval/perplexity", "eval/tokens"}
 
 
