@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from rlhf.config import PPOConfig, RewardConfig, load_config
+from rlhf.report_html import report_run
 from rlhf.train_ppo import train_ppo
 from rlhf.train_reward import train_reward
 
@@ -33,6 +34,7 @@ def records(out: Path) -> list[dict]:
 def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ppo") / "run"
     train_ppo(tiny(out))
+    report_run(out)  # what `rlhf train-ppo` does after the stage
     return out
 
 

@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 
 from rlhf.cli import main
 from rlhf.config import RewardConfig, load_config
+from rlhf.report_html import report_run
 from rlhf.train_reward import train_reward
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,9 @@ def tiny(out: Path, *overrides: str) -> RewardConfig:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("tiny") / "run"
-    return out, train_reward(tiny(out))
+    metrics = train_reward(tiny(out))
+    report_run(out)  # what `rlhf train-reward` does after the stage
+    return out, metrics
 
 
 def test_tiny_config_learns_the_preference(trained) -> None:

@@ -20,6 +20,7 @@ from rlhf.data.sft import collate_sft, load_sft, tokenize_sft
 from rlhf.data.synthetic import descriptiveness_pairs
 from rlhf.generation import sample_responses
 from rlhf.models import load_policy
+from rlhf.report_html import report_run
 from rlhf.train_ppo import train_ppo
 from rlhf.train_sft import next_token_logprobs, train_sft
 
@@ -44,7 +45,9 @@ def records(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("tiny") / "run"
-    return out, train_sft(tiny(out))
+    metrics = train_sft(tiny(out))
+    report_run(out)  # what `rlhf train-sft` does after the stage
+    return out, metrics
 
 
 def test_tiny_config_learns_to_continue_scenes(trained) -> None:

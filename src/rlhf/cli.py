@@ -25,6 +25,7 @@ def _train_sft(args: argparse.Namespace) -> None:
     from rlhf.train_sft import train_sft
 
     train_sft(config)
+    _report_finished(config.run.output_dir)
 
 
 def _train_reward(args: argparse.Namespace) -> None:
@@ -34,6 +35,7 @@ def _train_reward(args: argparse.Namespace) -> None:
     from rlhf.train_reward import train_reward
 
     train_reward(config)
+    _report_finished(config.run.output_dir)
 
 
 def _eval_reward(args: argparse.Namespace) -> None:
@@ -74,6 +76,18 @@ def _train_ppo(args: argparse.Namespace) -> None:
     from rlhf.train_ppo import train_ppo
 
     train_ppo(config)
+    _report_finished(config.run.output_dir)
+
+
+def _report_finished(run_dir: str) -> None:
+    """Plots and report.html of the stage that just finished, written by the main process
+    (a stage itself draws nothing)."""
+    from accelerate import PartialState
+
+    from rlhf.report_html import report_run
+
+    if PartialState().is_main_process:
+        print(f"[rlhf] report: {report_run(run_dir)}", flush=True)
 
 
 def _config(args: argparse.Namespace) -> None:

@@ -80,6 +80,7 @@ def stage_config(stage: str, output_dir: Path, quick: bool, extra: list[str]):
 
 def run_demo(output_dir: str | Path, *, quick: bool = False) -> DemoResult:
     """Run every stage into `output_dir` and check what the demo must show."""
+    from rlhf.report_html import report_run, write_report
     from rlhf.train_ppo import train_ppo
     from rlhf.train_reward import train_reward
     from rlhf.train_sft import train_sft
@@ -89,17 +90,18 @@ def run_demo(output_dir: str | Path, *, quick: bool = False) -> DemoResult:
     sft_data = _write_sft_data(output_dir)
     _header(2, "SFT: teach a tiny GPT-2-style policy to continue scenes")
     train_sft(stage_config("sft", output_dir, quick, [f"data.path={sft_data}"]))
+    report_run(output_dir / "sft")
     _header(3, "reward model: vivid continuations preferred to plain ones")
     reward_metrics = train_reward(stage_config("reward", output_dir, quick, []))
+    report_run(output_dir / "reward")
     _header(4, "PPO: tune the policy against the reward model")
     ppo_cfg = stage_config("ppo", output_dir, quick, [
         f"model.policy={output_dir / 'sft' / 'model'}",
         f"model.reward={output_dir / 'reward' / 'model'}"])
     train_ppo(ppo_cfg)
+    report_run(output_dir / "ppo")
     _header(5, "before and after PPO, and the report")
     comparison = _before_after(output_dir, ppo_cfg)
-    from rlhf.report_html import write_report
-
     report = write_report(output_dir)
     result = DemoResult(reward_accuracy=reward_metrics["eval/accuracy"],
                         score_gain_in_std=comparison["score_gain_in_reference_std"],

@@ -561,6 +561,18 @@ def write_report(run_dir: str | Path) -> Path:
     return path
 
 
+def report_run(run_dir: str | Path) -> Path:
+    """The PNG plots and report.html of a finished stage run (stage read from its files);
+    the path of report.html. Commands call this after a stage: stages do not draw."""
+    from rlhf.report import plot_ppo_run, plot_reward_run, plot_sft_run
+
+    plots = {"ppo": plot_ppo_run, "reward": plot_reward_run, "sft": plot_sft_run}
+    plot = plots.get(detect_stage(run_dir))
+    if plot is not None:
+        plot(run_dir)
+    return write_report(run_dir)
+
+
 PAGE = """<!doctype html>
 <html lang="en">
 <head>

@@ -46,8 +46,6 @@ from rlhf.models import (
     value_model_from_policy,
     value_model_from_reward,
 )
-from rlhf.report import plot_ppo_run
-from rlhf.report_html import write_report
 from rlhf.rollout import (
     Texts,
     collect_rollout,
@@ -645,13 +643,11 @@ def _log_iteration(cfg: PPOConfig, run: Run, step: int, metrics: dict[str, float
 
 
 def _save_final(run: Run, policy, value, tokenizer) -> None:
-    """The policy (and value model) as save_pretrained folders, plus plots."""
+    """The policy (and value model) as save_pretrained folders."""
     if run.is_main:
         save_pretrained_atomic(run.accelerator.unwrap_model(policy), tokenizer,
                                run.output_dir / "policy")
         save_pretrained_atomic(run.accelerator.unwrap_model(value), tokenizer,
                                run.output_dir / "value")
-        plot_ppo_run(run.output_dir)
-        print(f"[rlhf] report: {write_report(run.output_dir)}", flush=True)
         print(f"[rlhf] policy saved to {run.output_dir / 'policy'}", flush=True)
     run.accelerator.wait_for_everyone()

@@ -29,8 +29,6 @@ from rlhf.models import (
     sequence_scores,
     trl_appends_eos,
 )
-from rlhf.report import plot_reward_run
-from rlhf.report_html import write_report
 from rlhf.run import (
     SKIPPED,
     Run,
@@ -179,9 +177,6 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
     bar.close()
     final = _report_final(run, evaluate(state.step))
     _save_final_model(cfg, run, model, tokenizer, data)
-    if run.is_main:
-        plot_reward_run(run.output_dir)
-        print(f"[rlhf] report: {write_report(run.output_dir)}", flush=True)
     run.finish()
     return final
 

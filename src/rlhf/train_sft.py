@@ -26,8 +26,6 @@ from rlhf.models import (
     position_ids_from_mask,
     save_pretrained_atomic,
 )
-from rlhf.report import plot_sft_run
-from rlhf.report_html import write_report
 from rlhf.run import (
     SKIPPED,
     Run,
@@ -232,7 +230,7 @@ def _evaluator(cfg: SFTConfig, run: Run, model, test: TokenizedSFT, pad_id: int)
 
 
 def _finish(run: Run, model, tokenizer, final: dict[str, float]) -> None:
-    """Save OUT/model (left-padding tokenizer, as generation and PPO expect), plots, report."""
+    """Save OUT/model (left-padding tokenizer, as generation and PPO expect)."""
     if run.is_main:
         print(f"[rlhf] held-out loss {final['eval/loss']:.4f} (perplexity "
               f"{final['eval/perplexity']:.2f}) over {int(final['eval/tokens'])} response "
@@ -243,8 +241,6 @@ def _finish(run: Run, model, tokenizer, final: dict[str, float]) -> None:
         save_pretrained_atomic(run.accelerator.unwrap_model(model), tokenizer,
                                run.output_dir / "model")
         print(f"[rlhf] policy saved to {run.output_dir / 'model'}", flush=True)
-        plot_sft_run(run.output_dir)
-        print(f"[rlhf] report: {write_report(run.output_dir)}", flush=True)
     run.accelerator.wait_for_everyone()
     run.finish()
 
