@@ -165,7 +165,8 @@ def build_ppo_models(folder: Path, size: str, seed: int) -> tuple[Path, Path]:
 def tokenized_train_pairs(tokenizer_folder: Path, args):
     """HH harmless-base's training split (rlhf's seeded split), tokenised by rlhf as
     sentence pairs cut from the left to max length: what both sides of a reward run train on."""
-    from rlhf.data.preferences import load_preferences, tokenize_preferences
+    from rlhf.data.preferences import load_preferences
+    from rlhf.data.reward_text import tokenize_preferences
     from rlhf.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(tokenizer_folder))

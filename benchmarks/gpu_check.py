@@ -43,7 +43,7 @@ def records(out: Path) -> list[dict]:
 
 def ppo(out: Path, *overrides: str) -> list[dict]:
     from rlhf.config import PPOConfig, load_config
-    from rlhf.train_ppo import train_ppo
+    from rlhf.stages.ppo.train import train_ppo
 
     train_ppo(load_config(PPOConfig, TINY["ppo"], [f"run.output_dir={out}",
                                                    "run.progress=false", *overrides]))
@@ -70,11 +70,12 @@ def old_setup_kl(policy_path: str, precision: str, batch: int = 32) -> list[floa
     """Per-sequence KL at iteration 1 the way PPO measured it before: the policy prepared by
     accelerate (autocast), the reference a float32 copy outside it."""
     from rlhf.config import RunConfig
-    from rlhf.data.prompts import left_pad, load_prompts
+    from rlhf.data.batching import left_pad
+    from rlhf.data.prompts import load_prompts
+    from rlhf.engine.run import Run
     from rlhf.models import frozen_copy, load_policy
-    from rlhf.rollout import collect_rollout
-    from rlhf.run import Run
-    from rlhf.scoring import load_function_scorer
+    from rlhf.reward.scorers import load_function_scorer
+    from rlhf.rl.rollout import collect_rollout
 
     run = Run(RunConfig(output_dir="/tmp/unused-run", mixed_precision=precision), None,
               stage="check")
@@ -85,7 +86,7 @@ def old_setup_kl(policy_path: str, precision: str, batch: int = 32) -> list[floa
                           max_prompt_tokens=32, max_samples=batch)
     query_ids, query_mask = left_pad(ids, tokenizer.pad_token_id)
     rollout, _ = collect_rollout(
-        policy, reference, None, load_function_scorer("rlhf.rule_rewards:vivid_word_fraction"),
+        policy, reference, None, load_function_scorer("rlhf.reward.rules:vivid_word_fraction"),
         query_ids=query_ids.to(run.device), query_mask=query_mask.to(run.device),
         score_prompts=[""] * len(ids), tokenizer=tokenizer, max_new_tokens=32, temperature=1.0,
         stop_token_ids=[tokenizer.eos_token_id], row_seeds=list(range(len(ids))))
@@ -121,13 +122,13 @@ def fp16_checks(work: Path) -> dict:
     import accelerate
     from accelerate.utils import GradScalerKwargs
 
-    import rlhf.run
+    import rlhf.engine.run
 
-    rlhf.run.Accelerator = functools.partial(
+    rlhf.engine.run.Accelerator = functools.partial(
         accelerate.Accelerator, kwargs_handlers=[GradScalerKwargs(init_scale=2.0**40)])
     from rlhf.config import RewardConfig, SFTConfig, load_config
-    from rlhf.train_reward import train_reward
-    from rlhf.train_sft import train_sft
+    from rlhf.stages.reward import train_reward
+    from rlhf.stages.sft import train_sft
 
     results = {}
     runs = {
@@ -153,15 +154,15 @@ def fp16_checks(work: Path) -> dict:
                               "weights_finite": finite}
         except Exception as error:  # report it and go on: this is a measurement
             results[stage] = {"finished": False, "error": f"{type(error).__name__}: {error}"}
-    rlhf.run.Accelerator = accelerate.Accelerator
+    rlhf.engine.run.Accelerator = accelerate.Accelerator
     return results
 
 
 def cuda_rng_check(work: Path) -> dict:
     """The CUDA generator after the run seeded it, and again after building every model."""
     from rlhf.config import RunConfig
+    from rlhf.engine.run import Run
     from rlhf.models import load_policy, load_reward_model, value_model_from_policy
-    from rlhf.run import Run
 
     Run(RunConfig(output_dir=str(work / "rng"), seed=5), None, stage="check")
     seeded = torch.cuda.get_rng_state()

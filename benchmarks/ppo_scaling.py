@@ -45,7 +45,7 @@ def iteration_seconds(policy: Path, work: Path, batch: int, length: int,
                       iterations: int) -> tuple[float, float]:
     """Median seconds per timed iteration and the mean response length of a short run."""
     from rlhf.config import PPOConfig, load_config
-    from rlhf.train_ppo import train_ppo
+    from rlhf.stages.ppo.train import train_ppo
 
     total = iterations + 1
     out = work / f"run-b{batch}-n{length}"
@@ -53,7 +53,7 @@ def iteration_seconds(policy: Path, work: Path, batch: int, length: int,
         f"run.output_dir={out}", "run.progress=false", "run.save_every=0",
         f"data.path={DOLLY}", "data.template=dolly", "data.max_prompt_tokens=64",
         f"data.max_samples={batch * total}", f"model.policy={policy}",
-        "model.reward=rlhf.rule_rewards:vivid_word_fraction", "ppo.score_normalization=none",
+        "model.reward=rlhf.reward.rules:vivid_word_fraction", "ppo.score_normalization=none",
         f"generate.max_new_tokens={length}",
         "generate.temperature=0.7", "ppo.ppo_epochs=4", "ppo.num_minibatches=1",
         f"ppo.total_episodes={batch * total}", f"train.batch_size={batch}", "samples_every=0"])

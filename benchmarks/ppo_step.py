@@ -57,7 +57,7 @@ def make_models(folder: Path) -> tuple[Path, Path]:
 def run_training(folder: Path, policy: Path, reward: Path, args) -> dict[str, float]:
     """Median per-phase seconds of the timed iterations of a real train-ppo run."""
     from rlhf.config import PPOConfig, load_config
-    from rlhf.train_ppo import train_ppo
+    from rlhf.stages.ppo.train import train_ppo
 
     iterations = args.iterations + 1
     cfg = load_config(PPOConfig, None, [
@@ -76,7 +76,7 @@ def run_training(folder: Path, policy: Path, reward: Path, args) -> dict[str, fl
 def ppo_epoch(policy, value, optimizer, query_ids, query_mask, response, mask) -> None:
     """The model work of one PPO epoch with one minibatch: policy (with the entropy metric)
     and value forward, backward through both, one optimizer step."""
-    from rlhf.rollout import response_logprobs, response_values
+    from rlhf.rl.forward import response_logprobs, response_values
 
     logprobs, _ = response_logprobs(policy, query_ids, query_mask, response, mask, 0.7,
                                     with_entropy=True)
@@ -91,12 +91,13 @@ def time_calls_alone(policy_path: Path, reward_path: Path, args, repeats: int = 
     import torch
 
     from rlhf.algo.masking import response_mask_after_stop
-    from rlhf.data.prompts import left_pad, load_prompts
-    from rlhf.generation import sample_responses
+    from rlhf.data.batching import left_pad
+    from rlhf.data.prompts import load_prompts
+    from rlhf.engine.optim import adamw_with_schedule
     from rlhf.models import frozen_copy, load_policy, value_model_from_policy
-    from rlhf.rollout import response_logprobs, response_values
-    from rlhf.run import adamw_with_schedule
-    from rlhf.scoring import RewardModelScorer
+    from rlhf.reward.scorers import RewardModelScorer
+    from rlhf.rl.forward import response_logprobs, response_values
+    from rlhf.rl.generation import sample_responses
 
     policy, tokenizer = load_policy(str(policy_path))
     reference, value = frozen_copy(policy), value_model_from_policy(policy)

@@ -50,10 +50,11 @@ def worker(grouped: bool, steps: int, batch_size: int, max_length: int) -> dict:
     from transformers import AutoModelForSequenceClassification, RobertaConfig
 
     from rlhf.data.batching import epoch_batches
-    from rlhf.data.preferences import load_preferences, tokenize_preferences
+    from rlhf.data.preferences import load_preferences
+    from rlhf.data.reward_text import tokenize_preferences
+    from rlhf.engine.optim import adamw_with_schedule
     from rlhf.models import load_tokenizer, turn_off_dropout
-    from rlhf.run import adamw_with_schedule
-    from rlhf.train_reward import reward_update
+    from rlhf.stages.reward import reward_update
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(roberta_tokenizer_folder())

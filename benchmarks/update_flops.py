@@ -47,9 +47,10 @@ def epoch_runner(new_tokens: int, folder: Path):
     """A function running one PPO epoch (forward, backward, optimizer step) on fixed inputs."""
     import torch
 
-    from rlhf.data.prompts import left_pad, load_prompts
+    from rlhf.data.batching import left_pad
+    from rlhf.data.prompts import load_prompts
+    from rlhf.engine.optim import adamw_with_schedule
     from rlhf.models import load_policy, value_model_from_policy
-    from rlhf.run import adamw_with_schedule
 
     policy_path, _ = make_models(folder)
     policy, tokenizer = load_policy(str(policy_path))

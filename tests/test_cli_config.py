@@ -21,7 +21,7 @@ REQUIRED = {
     "ppo": ["data.path", "model.policy", "model.reward"],
 }
 PPO_REQUIRED = ["data.path=builtin:descriptiveness", "model.policy=builtin:tiny-gpt2",
-                "model.reward=rlhf.rule_rewards:vivid_word_fraction"]
+                "model.reward=rlhf.reward.rules:vivid_word_fraction"]
 
 
 def leaves(schema: type, prefix: str = "") -> list[str]:

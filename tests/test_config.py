@@ -85,7 +85,7 @@ def test_resolved_yaml_round_trips(minimal: Path, tmp_path: Path) -> None:
 # boolean; a text field must get the word back, or an error saying to quote it.
 
 PPO_REQUIRED = ["data.path=builtin:descriptiveness", "model.policy=builtin:tiny-gpt2",
-                "model.reward=rlhf.rule_rewards:vivid_word_fraction"]
+                "model.reward=rlhf.reward.rules:vivid_word_fraction"]
 
 
 @pytest.mark.parametrize("word", ["no", "No", "NO", "off", "false"])

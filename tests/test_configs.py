@@ -13,17 +13,24 @@ from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+DEMO_CONFIGS = ROOT / "src" / "rlhf" / "demo_configs"  # package data: `rlhf demo` reads them
 SCHEMAS = {"ppo": PPOConfig, "reward": RewardConfig, "sft": SFTConfig}
-ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml"))
+ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml")) + sorted(DEMO_CONFIGS.glob("*.yaml"))
+
+
+def label(path: Path) -> str:
+    """configs/<stage>/NAME.yaml as '<stage>/NAME.yaml'; a demo config as 'demo/<stage>.yaml'."""
+    if path.parent == DEMO_CONFIGS:
+        return f"demo/{path.name}"
+    return str(path.relative_to(CONFIGS))
 
 
 def schema_for(path: Path) -> type:
-    """configs/<stage>/NAME.yaml, or a folder of stages named after them (configs/demo/ppo.yaml)."""
-    relative = path.relative_to(CONFIGS)
-    for name in (relative.parts[0], path.stem):
+    """configs/<stage>/NAME.yaml, or a folder of stages named after them (demo/ppo.yaml)."""
+    for name in (label(path).split("/")[0], path.stem):
         if name in SCHEMAS:
             return SCHEMAS[name]
-    raise AssertionError(f"configs/{relative}: no stage schema; put it under configs/ppo, "
+    raise AssertionError(f"{label(path)}: no stage schema; put it under configs/ppo, "
                          "configs/reward or configs/sft, or name the file after its stage")
 
 
@@ -48,14 +55,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_shipped_configs_are_all_found() -> None:
-    names = {str(path.relative_to(CONFIGS)) for path in ALL_CONFIGS}
+    names = {label(path) for path in ALL_CONFIGS}
     assert {"ppo/dolly_gpt2.yaml", "ppo/dolly_gpt2_recommended.yaml", "ppo/tiny.yaml",
             "reward/descriptiveness.yaml", "reward/descriptiveness_recommended.yaml",
             "reward/tiny.yaml", "sft/tiny.yaml", "demo/ppo.yaml", "demo/reward.yaml",
             "demo/sft.yaml"} <= names
 
 
-@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=label)
 def test_every_config_loads_and_validates_offline(path: Path, no_network: None) -> None:
     schema = schema_for(path)
     cfg = load_config(schema, path)  # validation runs in each section's __post_init__
@@ -129,7 +136,7 @@ def test_the_ppo_seed_config_keeps_the_seed_settings() -> None:
 @pytest.mark.parametrize("overrides", [[], ["ppo.total_episodes=0"]],
                          ids=["total_episodes", "epochs"])
 def test_the_ppo_seed_config_takes_the_seeds_468_optimizer_steps(overrides: list[str]) -> None:
-    from rlhf.train_ppo import IterationSchedule
+    from rlhf.rl.schedule import IterationSchedule
 
     cfg = load_config(PPOConfig, CONFIGS / "ppo/dolly_gpt2.yaml", overrides)
     schedule = IterationSchedule(DOLLY_PROMPTS, cfg)

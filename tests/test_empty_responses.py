@@ -10,7 +10,7 @@ import pytest
 
 from rlhf.cli import main
 from rlhf.config import RewardConfig, load_config
-from rlhf.train_reward import train_reward
+from rlhf.stages.reward import train_reward
 
 pytestmark = pytest.mark.slow
 

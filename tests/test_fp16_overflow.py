@@ -17,8 +17,10 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from rlhf.config import RunConfig
+from rlhf.engine.checkpoint import TrainingState
+from rlhf.engine.optim import OVERFLOW, SKIPPED, STEPPED, optimizer_step
+from rlhf.engine.run import Run
 from rlhf.errors import NonFiniteError
-from rlhf.run import OVERFLOW, SKIPPED, STEPPED, Run, TrainingState, optimizer_step
 
 
 @pytest.fixture

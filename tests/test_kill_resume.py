@@ -4,7 +4,7 @@ before old checkpoints are pruned, and stopped once with SIGTERM/SIGINT; every r
 run.resume=true. The end result must be bit-identical to one uninterrupted run: the final
 weights, every metric (timings aside) and the logged samples.
 
-Kill points are reached with the RLHF_TEST_KILL_AT hook in rlhf.run (the process kills itself
+Kill points are reached with the RLHF_TEST_KILL_AT hook in rlhf.engine.checkpoint (the process kills itself
 there, so each point is hit deterministically); a last test kills a PPO run from outside at
 whatever moment it has reached.
 """

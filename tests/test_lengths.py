@@ -58,7 +58,7 @@ def test_a_frozen_reward_model_reads_up_to_its_own_limit_unless_told(tmp_path: P
     """A reward model the user cannot change: unset, the limit is the model's (at most 512),
     so a short position table never crashes a run; set beyond it, one line names the option."""
     from rlhf.errors import UserError
-    from rlhf.scoring import RewardModelScorer
+    from rlhf.reward.scorers import RewardModelScorer
 
     model, tokenizer = load_reward_model("builtin:tiny-gpt2")  # 256 positions
     assert RewardModelScorer(model, tokenizer, template="concat").max_length == 256

@@ -13,15 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import rlhf.rule_rewards
-import rlhf.train_reward
-import rlhf.train_sft
+import rlhf.reward.rules
+import rlhf.stages.reward
+import rlhf.stages.sft
 from rlhf.cli import main
 from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config
 from rlhf.errors import NonFiniteError
-from rlhf.train_ppo import train_ppo
-from rlhf.train_reward import train_reward
-from rlhf.train_sft import train_sft
+from rlhf.stages.ppo.train import train_ppo
+from rlhf.stages.reward import train_reward
+from rlhf.stages.sft import train_sft
 
 pytestmark = pytest.mark.slow  # tiny end-to-end runs, ~20 s in all
 
@@ -53,14 +53,14 @@ def records(out: Path) -> list[dict]:
 
 STAGES = {
     "reward": (RewardConfig, "configs/reward/tiny.yaml", train_reward,
-               (rlhf.train_reward, "sequence_scores"),
+               (rlhf.stages.reward, "sequence_scores"),
                ["train.max_steps=5", "data.max_samples=200", "run.eval_every=0"], "loss"),
     "sft": (SFTConfig, "configs/sft/tiny.yaml", train_sft,
-            (rlhf.train_sft, "next_token_logprobs"),
+            (rlhf.stages.sft, "next_token_logprobs"),
             ["train.max_steps=5", "data.max_samples=200", "run.eval_every=0",
              "train.eval_batch_size=1000"], "loss"),
     "ppo": (PPOConfig, "configs/ppo/tiny.yaml", train_ppo,
-            (rlhf.rule_rewards, "vivid_word_fraction"),
+            (rlhf.reward.rules, "vivid_word_fraction"),
             ["train.batch_size=8", "ppo.total_episodes=40", "ppo.score_normalization=none",
              "ppo.num_minibatches=1"], "reward"),
 }

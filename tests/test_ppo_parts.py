@@ -9,15 +9,11 @@ from rlhf.algo.types import Rollout
 from rlhf.config import PPOConfig, load_config
 from rlhf.errors import UserError
 from rlhf.models import frozen_copy, load_policy, value_model_from_policy
-from rlhf.train_ppo import (
-    IterationSchedule,
-    ScoreTransform,
-    UpdateSettings,
-    advantages_and_returns,
-    ppo_update,
-    score_transform,
-    stop_token_ids,
-)
+from rlhf.rl.generation import stop_token_ids
+from rlhf.rl.schedule import IterationSchedule
+from rlhf.stages.ppo.advantages import advantages_and_returns
+from rlhf.stages.ppo.setup import ScoreTransform, score_transform
+from rlhf.stages.ppo.update import UpdateSettings, ppo_update
 
 ONE_PROCESS = SimpleNamespace(num_processes=1, process_index=0)
 
@@ -64,13 +60,13 @@ def test_batch_split_names_the_key_that_does_not_divide() -> None:
                   "train.micro_batch_size=2").batch_split(2) == (4, 2, 2)
 
 
-def test_score_transform_normalises_then_penalises_then_clips() -> None:
+def test_score_transform_normalizes_then_penalises_then_clips() -> None:
     transform = ScoreTransform(gain=2.0, bias=-1.0, missing_eos_penalty=-1.0, clip=2.0)
     scores = transform(torch.tensor([0.5, 0.5, 3.0]), torch.tensor([True, False, True]))
     assert scores.tolist() == [0.0, -1.0, 2.0]
 
 
-def test_reward_model_normalisation_needs_stored_statistics() -> None:
+def test_reward_model_normalization_needs_stored_statistics() -> None:
     cfg = config("ppo.score_normalization=reward_model")
     transform = score_transform(cfg, {"mean": 2.0, "std": 4.0}, None)
     assert (transform.gain, transform.bias) == (0.25, -0.5)
@@ -78,11 +74,11 @@ def test_reward_model_normalisation_needs_stored_statistics() -> None:
         score_transform(cfg, {}, None)
 
 
-def test_reference_normalisation_gives_unit_normal_reference_scores() -> None:
+def test_reference_normalization_gives_unit_normal_reference_scores() -> None:
     reference = torch.tensor([1.0, 2.0, 3.0, 6.0])
     transform = score_transform(config("ppo.score_normalization=reference"), {}, reference)
-    normalised = transform(reference, torch.ones(4, dtype=torch.bool))
-    assert abs(float(normalised.mean())) < 1e-6 and abs(float(normalised.std()) - 1) < 1e-6
+    normalized = transform(reference, torch.ones(4, dtype=torch.bool))
+    assert abs(float(normalized.mean())) < 1e-6 and abs(float(normalized.std()) - 1) < 1e-6
 
 
 def test_stop_tokens_must_be_single_tokens() -> None:
@@ -101,7 +97,7 @@ def fake_rollout(policy, tokenizer) -> Rollout:
     response_ids = torch.randint(3, len(tokenizer), (4, 6))
     response_mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [True] * 6,
                                   [True] + [False] * 5])
-    from rlhf.rollout import response_logprobs, response_values
+    from rlhf.rl.forward import response_logprobs, response_values
 
     with torch.no_grad():
         logprobs = response_logprobs(policy, query_ids, query_mask, response_ids, response_mask,
@@ -163,7 +159,7 @@ def test_ratio_threshold_skips_the_minibatch_and_counts_it() -> None:
 
 
 def test_minibatch_order_is_keyed_by_seed_iteration_and_epoch() -> None:
-    from rlhf.train_ppo import minibatch_order
+    from rlhf.stages.ppo.update import minibatch_order
 
     order = minibatch_order(16, 0, 3, 1)
     assert sorted(order.tolist()) == list(range(16))
@@ -175,8 +171,8 @@ def test_minibatch_order_is_keyed_by_seed_iteration_and_epoch() -> None:
 
 def test_value_model_starts_from_a_decoder_reward_model_sharing_the_tokenizer(tmp_path) -> None:
     from rlhf.models import load_reward_model
-    from rlhf.scoring import RewardModelScorer
-    from rlhf.train_ppo import _value_model
+    from rlhf.reward.scorers import RewardModelScorer
+    from rlhf.stages.ppo.setup import _value_model
 
     reward, tokenizer = load_reward_model("builtin:tiny-gpt2", seed=7)
     reward.save_pretrained(tmp_path / "rm")
@@ -195,8 +191,8 @@ def test_value_model_starts_from_a_decoder_reward_model_sharing_the_tokenizer(tm
 
 def test_encoder_reward_model_cannot_seed_the_value_model(tmp_path) -> None:
     from rlhf.models import load_reward_model
-    from rlhf.scoring import RewardModelScorer
-    from rlhf.train_ppo import _value_model
+    from rlhf.reward.scorers import RewardModelScorer
+    from rlhf.stages.ppo.setup import _value_model
 
     reward, tokenizer = load_reward_model("builtin:tiny-roberta", seed=0)
     reward.save_pretrained(tmp_path / "rm")

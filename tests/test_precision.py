@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from rlhf.config import PPOConfig, RunConfig, load_config
+from rlhf.engine.run import Run
 from rlhf.models import frozen_copy, load_policy, load_reward_model
-from rlhf.run import Run
-from rlhf.scoring import RewardModelScorer
+from rlhf.reward.scorers import RewardModelScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_reward_model_scores_under_the_runs_autocast(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "no"])
 def test_ppo_iteration_one_has_zero_kl_at_any_precision(precision: str, tmp_path: Path) -> None:
-    from rlhf.train_ppo import train_ppo
+    from rlhf.stages.ppo.train import train_ppo
 
     out = tmp_path / precision
     cfg = load_config(PPOConfig, ROOT / "configs" / "ppo" / "tiny.yaml", [

@@ -13,10 +13,10 @@ from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassificatio
 
 from rlhf.cli import main
 from rlhf.config import PPOConfig, RewardConfig, load_config
-from rlhf.models import APPEND_EOS_KEY, SEPARATOR_KEY, TEMPLATE_KEY, reward_model_reading
-from rlhf.scoring import RewardModelScorer
-from rlhf.train_ppo import build_scorer
-from rlhf.train_reward import prepare_reward_data
+from rlhf.reward.reading import APPEND_EOS_KEY, SEPARATOR_KEY, TEMPLATE_KEY, reward_model_reading
+from rlhf.reward.scorers import RewardModelScorer
+from rlhf.stages.ppo.setup import load_ppo_models
+from rlhf.stages.reward import prepare_reward_data
 
 ROOT = Path(__file__).resolve().parents[1]
 # Prompt/response boundaries where GPT-2's BPE splits prompt + response exactly as it splits
@@ -225,7 +225,7 @@ def test_cli_and_ppo_take_the_explicit_option(own_pad_tokenizer, tmp_path: Path,
         cfg = load_config(PPOConfig, ROOT / "configs" / "ppo" / "tiny.yaml",
                           [f"model.reward={tmp_path / 'rm'}",
                            f"model.reward_append_eos={value}"])
-        scorer, _ = build_scorer(cfg, torch.device("cpu"))
+        scorer = load_ppo_models(cfg, torch.device("cpu")).scorer  # what PPO reads with
         assert scorer.append_eos is append, value
 
 

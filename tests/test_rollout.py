@@ -7,16 +7,12 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, RobertaConfig
 
 from rlhf.algo.masking import response_mask_after_stop
-from rlhf.data.prompts import left_pad
-from rlhf.generation import sample_responses
-from rlhf.models import (
-    frozen_copy,
-    load_policy,
-    load_reward_model,
-    value_model_from_policy,
-)
-from rlhf.rollout import collect_rollout, response_logprobs, response_values
-from rlhf.scoring import FunctionScorer, RewardModelScorer
+from rlhf.data.batching import left_pad
+from rlhf.models import frozen_copy, load_policy, load_reward_model, value_model_from_policy
+from rlhf.reward.scorers import FunctionScorer, RewardModelScorer
+from rlhf.rl.forward import response_logprobs, response_values
+from rlhf.rl.generation import sample_responses
+from rlhf.rl.rollout import collect_rollout
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +150,7 @@ def test_generation_passes_the_kv_cache_by_its_current_name(policy, caplog) -> N
     """transformers 5.2x renamed `past_key_values` to `cache` and warns on the old name."""
     from transformers.utils import logging as hf_logging
 
-    from rlhf.generation import _kv_cache
+    from rlhf.rl.generation import _kv_cache
 
     model, tokenizer = policy
     ids = torch.tensor([tokenizer("Rain")["input_ids"]])

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from rlhf.config import RewardConfig, RunConfig
+from rlhf.engine.checkpoint import TrainingState, list_checkpoints
+from rlhf.engine.run import Run
 from rlhf.errors import UserError
-from rlhf.run import Run, TrainingState, list_checkpoints
 
 
 def make_run(tmp_path: Path, **overrides) -> Run:

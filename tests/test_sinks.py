@@ -102,8 +102,8 @@ def test_wandb_that_cannot_start_is_one_clear_error() -> None:
     """No API key (or no server) is the user's to fix: one line naming run.report_to, not a
     traceback from inside wandb; any other failure is left alone."""
     errors = pytest.importorskip("wandb.errors")
+    from rlhf.engine.sinks import start_trackers
     from rlhf.errors import UserError
-    from rlhf.run import _start_trackers
 
     class Accelerator:
         def __init__(self, error: Exception):
@@ -114,6 +114,6 @@ def test_wandb_that_cannot_start_is_one_clear_error() -> None:
 
     with pytest.raises(UserError, match=r"run.report_to: W&B could not start \(No API key"
                                         r".*wandb login.*WANDB_MODE=offline"):
-        _start_trackers(Accelerator(errors.UsageError("No API key configured.")), None)
+        start_trackers(Accelerator(errors.UsageError("No API key configured.")), None)
     with pytest.raises(KeyError):
-        _start_trackers(Accelerator(KeyError("x")), None)
+        start_trackers(Accelerator(KeyError("x")), None)

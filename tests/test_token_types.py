@@ -18,11 +18,12 @@ from transformers import (
     BertTokenizerFast,
 )
 
+from rlhf.commands import evaluate_reward_model
 from rlhf.data.batching import collate_preferences
-from rlhf.data.preferences import encode_model_inputs, normalise_rows, tokenize_preferences
-from rlhf.evaluate import evaluate_reward, evaluate_reward_model
-from rlhf.scoring import RewardModelScorer
-from rlhf.train_reward import reward_update
+from rlhf.data.preferences import normalize_rows
+from rlhf.data.reward_text import encode_model_inputs, tokenize_preferences
+from rlhf.reward.scorers import RewardModelScorer
+from rlhf.stages.reward import evaluate_reward, reward_update
 
 CORPUS = ["The harbour was quiet at dawn.", "Gulls wheeled over the silver water.",
           "There were some birds.", "Describe the sea in one line.",
@@ -130,7 +131,7 @@ def preference_rows() -> list[dict]:
 
 def test_reward_training_and_evaluation_read_type_ids(bert) -> None:
     model, tokenizer = bert
-    data = normalise_rows(preference_rows(), source="mem")
+    data = normalize_rows(preference_rows(), source="mem")
     tokenized = tokenize_preferences(data, tokenizer, template="pair", max_length=64)
     batch = collate_preferences(tokenized, [0, 1], tokenizer.pad_token_id)
     assert batch["extra_inputs"]["token_type_ids"].shape == batch["input_ids"].shape

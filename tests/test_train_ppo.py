@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from rlhf.config import PPOConfig, RewardConfig, load_config
-from rlhf.report_html import report_run
-from rlhf.train_ppo import train_ppo
-from rlhf.train_reward import train_reward
+from rlhf.report import report_run
+from rlhf.stages.ppo.train import train_ppo
+from rlhf.stages.reward import train_reward
 
 pytestmark = pytest.mark.slow
 
@@ -143,23 +143,23 @@ def test_generate_command_answers_every_prompt(tiny_run: Path, tmp_path: Path) -
     assert all(isinstance(r["response"], str) and r["response"] for r in rows)
 
 
-def test_reference_normalisation_is_measured_on_responses_drawn_like_training(
+def test_reference_normalization_is_measured_on_responses_drawn_like_training(
         tmp_path: Path, monkeypatch) -> None:
     """With a length-sensitive reward and per-row lengths in [2, 12], normalised scores start
     near 0. Measured at max_new_tokens instead, they started about 2 std below it."""
-    settings = ["model.reward=rlhf.rule_rewards:response_length", "generate.min_new_tokens=2",
+    settings = ["model.reward=rlhf.reward.rules:response_length", "generate.min_new_tokens=2",
                 "ppo.total_episodes=32", "ppo.normalization_samples=64", "samples_every=0"]
     out = tmp_path / "run"
     train_ppo(tiny(out, *settings))
     assert abs(records(out)[0]["objective/score"]) < 0.5
 
-    import rlhf.train_ppo
+    import rlhf.stages.ppo.train
 
     def at_max_length(self, iteration, indices):  # the old measurement, for contrast
         return [self.max_new] * len(indices) if iteration < 0 else drawn(self, iteration,
                                                                           indices)
-    drawn = rlhf.train_ppo.IterationSchedule.response_lengths
-    monkeypatch.setattr(rlhf.train_ppo.IterationSchedule, "response_lengths", at_max_length)
+    drawn = rlhf.stages.ppo.train.IterationSchedule.response_lengths
+    monkeypatch.setattr(rlhf.stages.ppo.train.IterationSchedule, "response_lengths", at_max_length)
     old = tmp_path / "old"
     train_ppo(tiny(old, *settings))
     assert records(old)[0]["objective/score"] < -1.0

@@ -13,8 +13,8 @@ from transformers import AutoModelForSequenceClassification
 
 from rlhf.cli import main
 from rlhf.config import RewardConfig, load_config
-from rlhf.report_html import report_run
-from rlhf.train_reward import train_reward
+from rlhf.report import report_run
+from rlhf.stages.reward import train_reward
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,11 @@ from rlhf.config import PPOConfig, SFTConfig, load_config
 from rlhf.data.batching import pad_sequences
 from rlhf.data.sft import collate_sft, load_sft, tokenize_sft
 from rlhf.data.synthetic import descriptiveness_pairs
-from rlhf.generation import sample_responses
 from rlhf.models import load_policy
-from rlhf.report_html import report_run
-from rlhf.train_ppo import train_ppo
-from rlhf.train_sft import next_token_logprobs, train_sft
+from rlhf.report import report_run
+from rlhf.rl.generation import sample_responses
+from rlhf.stages.ppo.train import train_ppo
+from rlhf.stages.sft import next_token_logprobs, train_sft
 
 pytestmark = pytest.mark.slow
 

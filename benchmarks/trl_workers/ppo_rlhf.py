@@ -1,4 +1,4 @@
-"""rlhf side of the PPO comparison (main venv): a real `rlhf.train_ppo.train_ppo` run.
+"""rlhf side of the PPO comparison (main venv): a real `rlhf.stages.ppo.train.train_ppo` run.
 
 Iteration time is the wall time between the ends of consecutive iterations (the loop's
 `_log_iteration` hook, wrapped here), so it covers everything the loop does. The final
@@ -21,7 +21,7 @@ def main() -> None:
     set_threads(spec["threads"])
     import torch
 
-    import rlhf.train_ppo as loop
+    import rlhf.stages.ppo.train as loop
     from rlhf.config import PPOConfig, load_config
 
     clock, rss = StepClock(), []

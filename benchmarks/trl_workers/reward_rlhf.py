@@ -1,4 +1,4 @@
-"""rlhf side of the reward-model comparison (main venv): `rlhf.train_reward.reward_update` on the
+"""rlhf side of the reward-model comparison (main venv): `rlhf.stages.reward.reward_update` on the
 pre-tokenised pairs the driver wrote. Two modes: batch after batch in the file's order
 (identical batches on both sides), or (spec "epoch") one whole epoch over the file in the
 order `rlhf train-reward` uses by default (length-grouped batches, `data.group_by_length`),
@@ -21,10 +21,10 @@ def main() -> None:
     from accelerate import Accelerator
 
     from rlhf.data.batching import epoch_batches
-    from rlhf.data.preferences import TokenizedPreferences
+    from rlhf.data.reward_text import TokenizedPreferences
+    from rlhf.engine.optim import adamw_with_schedule
     from rlhf.models import load_reward_model
-    from rlhf.run import adamw_with_schedule
-    from rlhf.train_reward import reward_update
+    from rlhf.stages.reward import reward_update
 
     with open(spec["data"], encoding="utf-8") as handle:
         pairs = json.load(handle)

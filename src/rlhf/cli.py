@@ -22,7 +22,7 @@ def _train_sft(args: argparse.Namespace) -> None:
 
     # Before the heavy imports, so that a config mistake shows at once.
     config = load_config(SFTConfig, args.config, args.overrides)
-    from rlhf.train_sft import train_sft
+    from rlhf.stages.sft import train_sft
 
     train_sft(config)
     _report_finished(config.run.output_dir)
@@ -32,15 +32,15 @@ def _train_reward(args: argparse.Namespace) -> None:
     from rlhf.config import RewardConfig, load_config
 
     config = load_config(RewardConfig, args.config, args.overrides)
-    from rlhf.train_reward import train_reward
+    from rlhf.stages.reward import train_reward
 
     train_reward(config)
     _report_finished(config.run.output_dir)
 
 
 def _eval_reward(args: argparse.Namespace) -> None:
-    from rlhf.evaluate import evaluate_reward_model
-    from rlhf.scoring import APPEND_EOS_CHOICES
+    from rlhf.commands import evaluate_reward_model
+    from rlhf.reward.reading import APPEND_EOS_CHOICES
 
     result = evaluate_reward_model(
         args.reward_model, args.data, name=args.name, split=args.split,
@@ -51,7 +51,8 @@ def _eval_reward(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> None:
-    from rlhf.scoring import APPEND_EOS_CHOICES, score_file, score_pair
+    from rlhf.commands import score_file, score_pair
+    from rlhf.reward.reading import APPEND_EOS_CHOICES
 
     append_eos = APPEND_EOS_CHOICES[args.append_eos]
     if args.input:
@@ -73,7 +74,7 @@ def _train_ppo(args: argparse.Namespace) -> None:
     from rlhf.config import PPOConfig, load_config
 
     config = load_config(PPOConfig, args.config, args.overrides)
-    from rlhf.train_ppo import train_ppo
+    from rlhf.stages.ppo.train import train_ppo
 
     train_ppo(config)
     _report_finished(config.run.output_dir)
@@ -84,20 +85,20 @@ def _report_finished(run_dir: str) -> None:
     (a stage itself draws nothing)."""
     from accelerate import PartialState
 
-    from rlhf.report_html import report_run
+    from rlhf.report import report_run
 
     if PartialState().is_main_process:
         print(f"[rlhf] report: {report_run(run_dir)}", flush=True)
 
 
 def _config(args: argparse.Namespace) -> None:
-    from rlhf.config_docs import describe_stage
+    from rlhf.config.docs import describe_stage
 
     print(describe_stage(args.stage, args.config, args.overrides), end="")
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from rlhf.generation import generate_file
+    from rlhf.commands import generate_file
 
     count = generate_file(args.model, args.prompts, args.output, template=args.template,
                           max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -107,7 +108,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from rlhf.report_html import write_report
+    from rlhf.report import write_report
 
     print(write_report(args.run_dir))
 
@@ -173,11 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
         "{sft,reward,ppo}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
-
     _add_training(commands, "sft", _train_sft, "supervised fine-tuning of a causal LM on "
                   "(prompt, response) pairs, loss on the response only")
     _add_training(commands, "reward", _train_reward, "train a reward model on preference pairs")
+    _add_eval_reward(commands)
+    _add_training(commands, "ppo", _train_ppo, "fine-tune a policy against a reward with PPO")
+    _add_generate(commands)
+    _add_demo(commands)
+    _add_score(commands)
+    _add_report(commands)
+    _add_config(commands)
+    return parser
 
+
+def _add_eval_reward(commands) -> None:
     evaluate = commands.add_parser("eval-reward", help="accuracy of a reward model on pairs")
     evaluate.add_argument("--reward-model", required=True, help="folder saved by train-reward")
     evaluate.add_argument("--data", required=True, help="preference data: file, folder or hub name")
@@ -187,14 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--column", action="append", metavar="CANONICAL=NAME",
                           help="column mapping, e.g. --column chosen=good (repeatable)")
     evaluate.add_argument("--max-samples", type=_positive_int, default=None)
-    evaluate.add_argument("--append-eos", choices=["auto", "yes", "no"], default="auto",
-                          help="end each input with EOS; auto: as the model was trained (a "
-                          "train-reward model records it; others get TRL RewardTrainer's rule)")
-    _add_batching(evaluate)
+    _add_reading(evaluate)
     evaluate.set_defaults(handler=_eval_reward)
 
-    _add_training(commands, "ppo", _train_ppo, "fine-tune a policy against a reward with PPO")
 
+def _add_generate(commands) -> None:
     generate = commands.add_parser("generate", help="sample responses from a policy")
     generate.add_argument("--model", required=True, help="policy folder or hub name")
     generate.add_argument("--prompts", required=True, help="prompt file, folder or hub name")
@@ -208,29 +215,34 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=0)
     generate.set_defaults(handler=_generate)
 
+
+def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="the whole pipeline offline on tiny models")
     demo.add_argument("--output-dir", default=None,
                       help="run directory of the demo (default: runs/demo-<date>-<time>)")
     demo.add_argument("--quick", action="store_true", help="smaller sizes (the CI test)")
     demo.set_defaults(handler=_demo)
 
+
+def _add_score(commands) -> None:
     score = commands.add_parser("score", help="score (prompt, response) text with a reward model")
     score.add_argument("--reward-model", required=True, help="reward model folder or hub name")
     score.add_argument("--prompt", default=None)
     score.add_argument("--response", default=None)
     score.add_argument("--input", default=None, help="JSONL with prompt and response fields")
     score.add_argument("--output", default=None, help="JSONL written with a score field added")
-    score.add_argument("--append-eos", choices=["auto", "yes", "no"], default="auto",
-                       help="end each input with EOS; auto: as the model was trained (a "
-                       "train-reward model records it; others get TRL RewardTrainer's rule)")
-    _add_batching(score)
+    _add_reading(score)
     score.set_defaults(handler=_score)
 
+
+def _add_report(commands) -> None:
     report = commands.add_parser("report", help="write a self-contained report.html of a run")
     report.add_argument("run_dir", metavar="RUN_DIR",
                         help="a run directory, or a pipeline folder of stage runs (demo)")
     report.set_defaults(handler=_report)
 
+
+def _add_config(commands) -> None:
     config = commands.add_parser(
         "config", help="list a stage's config keys with defaults and descriptions",
         description="Print a training stage's config as YAML, each key under a comment saying\n"
@@ -241,7 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("stage", choices=list(STAGE_COMMANDS), help="the training stage")
     _add_config_source(config, "STAGE")
     config.set_defaults(handler=_config, loads_models=False)
-    return parser
 
 
 STAGE_COMMANDS = {"sft": "train-sft", "reward": "train-reward", "ppo": "train-ppo"}
@@ -264,6 +275,14 @@ def _add_config_source(parser: argparse.ArgumentParser, stage: str) -> None:
                         "key=value overrides set every required key")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="set a config key, e.g. train.epochs=2 (a nested one with dots)")
+
+
+def _add_reading(parser: argparse.ArgumentParser) -> None:
+    """How a reward model reads text: the EOS convention, the batch size and length limit."""
+    parser.add_argument("--append-eos", choices=["auto", "yes", "no"], default="auto",
+                        help="end each input with EOS; auto: as the model was trained (a "
+                        "train-reward model records it; others get TRL RewardTrainer's rule)")
+    _add_batching(parser)
 
 
 def _add_batching(parser: argparse.ArgumentParser) -> None:

@@ -10,19 +10,32 @@ the package's own synthetic data and built-in tiny models:
 4. PPO: the policy is tuned against that reward model (it reads text with its own tokenizer);
 5. report: the same fixed prompts answered before and after PPO, scored, and `report.html`.
 
-Every stage is an ordinary config in `configs/demo/`; the demo only points each stage at the
+Every stage is an ordinary config in `rlhf/demo_configs/` (package data, so the demo runs from
+an installed package); the demo only points each stage at the
 previous stage's output, so any stage can be rerun or changed alone.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config
+from rlhf.data.prompts import load_prompts
+from rlhf.data.synthetic import descriptiveness_pairs
 from rlhf.errors import UserError
+from rlhf.models import load_policy
+from rlhf.report import report_run, write_report
+from rlhf.reward.scorers import RewardModelScorer
+from rlhf.rl.compare import compare_policies
+from rlhf.rl.generation import stop_token_ids
+from rlhf.stages.ppo.train import train_ppo
+from rlhf.stages.reward import train_reward
+from rlhf.stages.sft import train_sft
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
+CONFIG_DIR = Path(__file__).resolve().parent / "demo_configs"  # package data
 STAGES = ("sft", "reward", "ppo")
 
 # Smaller sizes for CI: the same code path, a fraction of the work.
@@ -67,12 +80,12 @@ def _header(step: int, text: str) -> None:
 
 
 def stage_config(stage: str, output_dir: Path, quick: bool, extra: list[str]):
-    """The stage's YAML from configs/demo with the run directory (and quick sizes) set."""
-    from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config
+    """The stage's YAML from demo_configs/ with the run directory (and quick sizes) set."""
 
     path = CONFIG_DIR / f"{stage}.yaml"
     if not path.is_file():
-        raise UserError(f"demo config {path} not found; run the demo from a source checkout")
+        raise UserError(f"demo config {path} not found: the installed package is incomplete; "
+                        "reinstall rlhf")
     schema = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig}[stage]
     overrides = [f"run.output_dir={output_dir / stage}", *extra]
     return load_config(schema, path, overrides + (QUICK_OVERRIDES[stage] if quick else []))
@@ -80,10 +93,6 @@ def stage_config(stage: str, output_dir: Path, quick: bool, extra: list[str]):
 
 def run_demo(output_dir: str | Path, *, quick: bool = False) -> DemoResult:
     """Run every stage into `output_dir` and check what the demo must show."""
-    from rlhf.report_html import report_run, write_report
-    from rlhf.train_ppo import train_ppo
-    from rlhf.train_reward import train_reward
-    from rlhf.train_sft import train_sft
 
     output_dir = Path(output_dir)
     _header(1, "data and tokenizers (built in, offline)")
@@ -117,9 +126,7 @@ def _write_sft_data(output_dir: Path) -> Path:
     The SFT policy must sometimes write vivid text: if it never does, every rollout gets the
     same reward-model score and PPO has nothing to learn from.
     """
-    import random
 
-    from rlhf.data.synthetic import descriptiveness_pairs
 
     pairs = descriptiveness_pairs(2000, seed=0)
     example = pairs[0]
@@ -137,11 +144,6 @@ def _write_sft_data(output_dir: Path) -> Path:
 
 def _before_after(output_dir: Path, cfg) -> dict[str, float]:
     """Answer the same held-out prompts with the SFT policy and the PPO policy; score both."""
-    from rlhf.data.prompts import load_prompts
-    from rlhf.evaluate import compare_policies
-    from rlhf.models import load_policy
-    from rlhf.scoring import RewardModelScorer
-    from rlhf.train_ppo import stop_token_ids
 
     reference, tokenizer = load_policy(str(output_dir / "sft" / "model"))
     policy, _ = load_policy(str(output_dir / "ppo" / "policy"))

@@ -1,6 +1,6 @@
 """How `rlhf` seeds its random streams, per process and on purpose.
 
-- `rlhf.run.Run` seeds Python's `random`, NumPy and torch's CPU and every CUDA generator with
+- `rlhf.engine.run.Run` seeds Python's `random`, NumPy and torch's CPU and every CUDA generator with
   `run.seed + rank`: each process draws its own noise (dropout, when a user turns it on).
 - Model weights that are drawn rather than loaded (a reward or value head, the built-in tiny
   models) come from `run.seed` alone, on torch's CPU generator only, forked and restored

@@ -140,7 +140,7 @@ def test_k3_penalty_gradient_is_the_difference_of_two_kl_gradients_and_small():
 def test_the_kl_estimator_setting_recommends_k1_and_says_why_k3_is_no_penalty():
     """Where users choose the estimator (`rlhf config ppo`, the field's docstring)."""
     from rlhf.config import PPOAlgoConfig
-    from rlhf.config_docs import field_docs
+    from rlhf.config.docs import field_docs
 
     doc = " ".join(field_docs(PPOAlgoConfig)["kl_estimator"].split())
     assert "'k1'" in doc and "recommended" in doc and "Tang & Munos 2025" in doc

@@ -1,12 +1,12 @@
-"""epoch_batches and collate_preferences."""
+"""epoch_batches, prompt_batches, padding and collate_preferences."""
 
 import random
 
 import pytest
 import torch
 
-from rlhf.data.batching import collate_preferences, epoch_batches
-from rlhf.data.preferences import TokenizedPreferences
+from rlhf.data.batching import collate_preferences, epoch_batches, left_pad, prompt_batches
+from rlhf.data.reward_text import TokenizedPreferences
 
 
 def padding(batches: list[list[int]], lengths: list[int]) -> int:
@@ -127,3 +127,31 @@ def test_collate_pads_extra_inputs_with_their_own_value() -> None:
     assert left["extra_inputs"]["token_type_ids"].tolist() == [
         [7, 0, 0, 0], [7, 7, 0, 0], [7, 7, 7, 1], [1, 1, 1, 1]]
     assert collate_preferences(tokenized(), [0], pad_id=0)["extra_inputs"] == {}
+
+
+def test_left_pad_puts_real_tokens_flush_right() -> None:
+    ids, mask = left_pad([[5, 6, 7], [8], []], pad_id=0)
+    assert ids.dtype == torch.long and mask.dtype == torch.bool
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
+    assert mask.tolist() == [[True, True, True], [False, False, True], [False, False, False]]
+
+
+def test_left_pad_keeps_tokens_equal_to_the_pad_id() -> None:
+    # GPT-2 pads with EOS: the mask comes from lengths, never from ids == pad_id.
+    ids, mask = left_pad([[0, 4], [0]], pad_id=0)
+    assert ids.tolist() == [[0, 4], [0, 0]]
+    assert mask.tolist() == [[True, True], [False, True]]
+
+
+def test_prompt_batches_are_deterministic_full_and_cover_each_epoch() -> None:
+    batches = prompt_batches(10, 3, seed=1, epoch=0)
+    assert len(batches) == 3 and all(len(batch) == 3 for batch in batches)
+    flat = [i for batch in batches for i in batch]
+    assert len(set(flat)) == 9 and set(flat) <= set(range(10))
+    torch.manual_seed(123)
+    assert prompt_batches(10, 3, seed=1, epoch=0) == batches
+    assert prompt_batches(10, 3, seed=1, epoch=1) != batches
+    assert prompt_batches(10, 3, seed=2, epoch=0) != batches
+    full = prompt_batches(12, 4, seed=0, epoch=5)
+    assert sorted(i for batch in full for i in batch) == list(range(12))
+    assert prompt_batches(2, 3, seed=0, epoch=0) == []

@@ -15,7 +15,7 @@ from rlhf.data.sft import (
     load_sft,
     load_sft_rows,
     loss_tokens,
-    normalise_sft_rows,
+    normalize_sft_rows,
     tokenize_sft,
     with_eos,
 )
@@ -63,14 +63,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 @pytest.mark.parametrize("column", ["response", "completion", "chosen"])
 def test_prompt_and_response_columns(column: str) -> None:
     rows = [{"prompt": f"p{i}", column: f"r{i}", "rejected": "worse"} for i in range(3)]
-    data = normalise_sft_rows(rows, source="mem")
+    data = normalize_sft_rows(rows, source="mem")
     assert data.prompts == ["p0", "p1", "p2"] and data.responses == ["r0", "r1", "r2"]
     assert data.chat == [False] * 3 and data.counts == {"rows": 3, "dropped_empty": 0}
 
 
 def test_response_column_can_be_mapped() -> None:
     rows = [{"question": "q", "chosen": "vivid", "rejected": "plain"}]
-    data = normalise_sft_rows(rows, source="mem",
+    data = normalize_sft_rows(rows, source="mem",
                               columns={"prompt": "question", "response": "rejected"})
     assert (data.prompts, data.responses) == (["q"], ["plain"])
 
@@ -79,9 +79,9 @@ def test_builtin_source_trains_on_the_plain_continuation_unless_told_otherwise()
     train, test, source = load_sft_rows("builtin:descriptiveness-sft")
     assert source == "builtin:descriptiveness-sft" and len(train) == 2000 and len(test) == 400
     pair = descriptiveness_pairs(1, seed=0)[0]
-    plain = normalise_sft_rows(train[:1], source=source)
+    plain = normalize_sft_rows(train[:1], source=source)
     assert (plain.prompts, plain.responses) == ([pair["prompt"]], [pair["rejected"]])
-    vivid = normalise_sft_rows(train[:1], source=source, columns={"response": "chosen"})
+    vivid = normalize_sft_rows(train[:1], source=source, columns={"response": "chosen"})
     assert vivid.responses == [pair["chosen"]]
 
 
@@ -96,7 +96,7 @@ def test_implicit_pairs_split_the_shared_dialogue() -> None:
     rejected = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Help?\n\nAssistant: No."
     silent = {"chosen": "\n\nHuman: Hi\n\nAssistant:",  # the assistant said nothing
               "rejected": "\n\nHuman: Hi\n\nAssistant: Hi"}
-    data = normalise_sft_rows([{"chosen": chosen, "rejected": rejected}, silent], source="mem")
+    data = normalize_sft_rows([{"chosen": chosen, "rejected": rejected}, silent], source="mem")
     assert data.prompts == ["\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Help?\n\nAssistant:"]
     assert data.responses == [" Sure."]
     assert data.counts == {"rows": 2, "dropped_empty": 1}
@@ -108,14 +108,14 @@ CONVERSATION = [{"role": "system", "content": "be kind"}, {"role": "user", "cont
 
 
 def test_messages_without_chat_template_split_at_the_last_assistant_message() -> None:
-    data = normalise_sft_rows([{"messages": CONVERSATION}], source="mem")
+    data = normalize_sft_rows([{"messages": CONVERSATION}], source="mem")
     assert data.prompts == ["system: be kind\nuser: hi\nassistant: hello\nuser: bye\n"]
     assert data.responses == ["assistant: see you\n"]  # the trailing user turn is not trained
     assert data.chat == [False]
 
 
 def test_messages_with_chat_template() -> None:
-    data = normalise_sft_rows([{"messages": CONVERSATION[:3]}], source="mem",
+    data = normalize_sft_rows([{"messages": CONVERSATION[:3]}], source="mem",
                               tokenizer=chat_tokenizer())
     assert data.prompts == ["<|system|>be kind<|end|>\n<|user|>hi<|end|>\n<|assistant|>"]
     assert data.responses == ["hello<|end|>\n"] and data.chat == [True]
@@ -125,7 +125,7 @@ def test_conversational_prompt_completion() -> None:
     rows = [{"prompt": [{"role": "user", "content": "hi"}],
              "completion": [{"role": "assistant", "content": "hello"}]},
             {"prompt": "hi", "completion": [{"role": "assistant", "content": "hello"}]}]
-    data = normalise_sft_rows(rows, source="mem", tokenizer=chat_tokenizer())
+    data = normalize_sft_rows(rows, source="mem", tokenizer=chat_tokenizer())
     assert data.prompts == ["<|user|>hi<|end|>\n<|assistant|>"] * 2
     assert data.responses == ["hello<|end|>\n"] * 2
 
@@ -244,7 +244,7 @@ def test_missing_prompt_column(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"missing column\(s\) 'prompt'.*'response'"):
         load_sft(path)
     with pytest.raises(UserError, match="missing column"):
-        normalise_sft_rows([{"q": "p", "response": "a"}], source="mem",
+        normalize_sft_rows([{"q": "p", "response": "a"}], source="mem",
                            columns={"prompt": "question"})
 
 
@@ -257,7 +257,7 @@ def test_non_string_response_names_the_line_and_column(tmp_path: Path) -> None:
 
 def test_non_string_prompt_and_null_values(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="row 1: column 'prompt' is missing"):
-        normalise_sft_rows([{"prompt": None, "response": "a"}], source="mem")
+        normalize_sft_rows([{"prompt": None, "response": "a"}], source="mem")
 
 
 def test_empty_responses_are_dropped_and_counted_in_every_layout(tmp_path: Path) -> None:
@@ -270,12 +270,12 @@ def test_empty_responses_are_dropped_and_counted_in_every_layout(tmp_path: Path)
     assert train.responses + test.responses == ["a", "a"]
     assert train.counts["dropped_empty"] == 4
     implicit = [{"chosen": "", "rejected": "The sea."}, {"chosen": "The sea.", "rejected": ""}]
-    data = normalise_sft_rows(implicit, source="mem")
+    data = normalize_sft_rows(implicit, source="mem")
     assert data.responses == ["The sea."] and data.counts == {"rows": 2, "dropped_empty": 1}
     empty_turn = {"messages": [{"role": "user", "content": "hi"},
                                {"role": "assistant", "content": " "}]}
     for tokenizer in (None, chat_tokenizer()):
-        data = normalise_sft_rows([empty_turn, {"messages": CONVERSATION}], source="mem",
+        data = normalize_sft_rows([empty_turn, {"messages": CONVERSATION}], source="mem",
                                   tokenizer=tokenizer)
         assert len(data) == 1 and data.counts == {"rows": 2, "dropped_empty": 1}
     all_empty = write_jsonl(tmp_path / "all-empty.jsonl", [rows[0], rows[2]])
@@ -285,26 +285,26 @@ def test_empty_responses_are_dropped_and_counted_in_every_layout(tmp_path: Path)
 
 def test_missing_or_non_string_response_is_still_an_error() -> None:
     with pytest.raises(UserError, match=r"row 1: column 'response' is missing \(null\)"):
-        normalise_sft_rows([{"prompt": "p", "response": None}], source="mem")
+        normalize_sft_rows([{"prompt": "p", "response": None}], source="mem")
     with pytest.raises(UserError, match=r"row 1: column 'rejected' is an int"):
-        normalise_sft_rows([{"chosen": "", "rejected": 3}], source="mem")
+        normalize_sft_rows([{"chosen": "", "rejected": 3}], source="mem")
     with pytest.raises(UserError, match="column 'messages' is an empty list of messages"):
-        normalise_sft_rows([{"messages": []}], source="mem")
+        normalize_sft_rows([{"messages": []}], source="mem")
 
 
 def test_conversation_errors() -> None:
     with pytest.raises(UserError, match="no message with role 'assistant'"):
-        normalise_sft_rows([{"messages": [{"role": "user", "content": "hi"}]}], source="mem")
+        normalize_sft_rows([{"messages": [{"role": "user", "content": "hi"}]}], source="mem")
     with pytest.raises(UserError, match="row 1: column 'messages' must be text or a list"):
-        normalise_sft_rows([{"messages": [{"role": "user"}]}], source="mem")
+        normalize_sft_rows([{"messages": [{"role": "user"}]}], source="mem")
 
 
 def test_row_without_the_column_and_unknown_mapping() -> None:
     rows = [{"prompt": "p", "response": "a"}, {"prompt": "p"}]
     with pytest.raises(UserError, match="row 2 has no 'response' column"):
-        normalise_sft_rows(rows, source="mem")
+        normalize_sft_rows(rows, source="mem")
     with pytest.raises(UserError, match="unknown name"):
-        normalise_sft_rows(rows, source="mem", columns={"chosen": "x"})
+        normalize_sft_rows(rows, source="mem", columns={"chosen": "x"})
 
 
 def test_too_few_rows_to_hold_out(tmp_path: Path) -> None:

@@ -1,12 +1,19 @@
-"""Batches of preference examples: a seeded order per epoch and padded tensors per batch."""
+"""Batching: the seeded epoch orders of every stage, and padding to tensors.
+
+`epoch_batches` orders examples (reward, SFT, DPO) and `prompt_batches` orders PPO's prompts,
+each keyed by (seed, epoch) only, so a resumed run sees the same batches as an uninterrupted
+one. `pad_sequences` and `left_pad` make (ids, mask) tensors with masks from the lengths;
+`collate_preferences` lays a batch of preference examples out for one forward pass.
+"""
 
 from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 
-from rlhf.data.preferences import TokenizedPreferences
+from rlhf.data.reward_text import TokenizedPreferences
 
 # Length grouping sorts within windows of this many batches: padding shrinks, but which examples
 # meet in a batch still changes every epoch (the "megabatch" trick of fairseq/HF's
@@ -74,6 +81,24 @@ def pad_sequences(sequences: list[list[int]], pad_id: int,
     else:
         mask = positions[None, :] >= ids.shape[1] - lengths[:, None]  # (B, T)
     return ids, mask
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (B, T): real tokens flush right, so every row's next token is
+    generated at the same position; mask True on real tokens."""
+    return pad_sequences(sequences, pad_id, side="left")
+
+
+def prompt_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[list[int]]:
+    """Epoch `epoch`'s shuffled prompt indices cut into full batches (the remainder is dropped).
+
+    The permutation depends only on (seed, epoch), through its own generator, never on the
+    global RNG, so a resumed run sees the same batches as an uninterrupted one.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.random.default_rng([seed % 2**64, epoch % 2**64]).permutation(n).tolist()
+    return [order[start:start + batch_size] for start in range(0, n - batch_size + 1, batch_size)]
 
 
 def collate_preferences(tok: TokenizedPreferences, indices: list[int], pad_id: int,

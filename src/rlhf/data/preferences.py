@@ -1,4 +1,4 @@
-"""Preference data for reward modelling: normalise, validate, split and tokenise.
+"""Preference data for reward modelling: every layout normalised to one `PreferenceData`.
 
 Rows in any of these layouts become one `PreferenceData` (prompt, responses, index of the best):
 
@@ -26,6 +26,9 @@ empty once the shared prompt is removed, response messages whose contents are al
 HH-RLHF an assistant that said nothing was sometimes the preferred answer (4 of the 2,312
 harmless-base test rows); UltraFeedback-binarized has rejected assistant messages that are "".
 A missing (null) or non-string value, or an empty list of messages, is an error naming the row.
+
+`split_shared_prompt` and `render_conversation` serve SFT data too. How a reward model reads
+each (prompt, response) is `rlhf.data.reward_text`; the train/test split is `rlhf.data.splits`.
 """
 
 from __future__ import annotations
@@ -33,15 +36,21 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import random
 from dataclasses import dataclass, field
 
+from rlhf.data.fields import (
+    COLUMN_OPTION,
+    missing_columns_error,
+    require_messages,
+    require_string,
+    require_value,
+)
 from rlhf.data.sources import load_rows, row_location
+from rlhf.data.splits import train_and_test
 from rlhf.errors import UserError
 
 ASSISTANT_MARKER = "\n\nAssistant:"
 CANONICAL_COLUMNS = ("prompt", "chosen", "rejected", "margin", "query", "best")
-COLUMN_OPTION = "data.columns."  # how a training config maps a column: data.columns.chosen=good
 
 
 @dataclass
@@ -75,7 +84,7 @@ def subset(data: PreferenceData, indices) -> PreferenceData:
         listwise=data.listwise, counts=dict(data.counts))
 
 
-def normalise_rows(rows: list[dict], *, source: str, columns: dict[str, str] | None = None,
+def normalize_rows(rows: list[dict], *, source: str, columns: dict[str, str] | None = None,
                    tokenizer=None, column_option: str = COLUMN_OPTION) -> PreferenceData:
     """Turn rows of any supported layout into `PreferenceData`, validating every row.
 
@@ -99,20 +108,6 @@ def _is_listwise(first: dict, columns: dict[str, str]) -> bool:
     return "sample0" in first and columns.get("best", "best") in first
 
 
-def _missing_columns_error(source: str, first: dict, missing: list[str],
-                           columns: dict[str, str] | None = None,
-                           column_option: str = COLUMN_OPTION) -> UserError:
-    """Name each missing column (and the name it was mapped to), the columns the data has,
-    and how to map them."""
-    columns = columns or {}
-    named = ", ".join(repr(name) + (f" (mapped to {columns[name]!r})" if name in columns else "")
-                      for name in missing)
-    found = ", ".join(f"'{name}'" for name in first) or "none"
-    hint = " ".join(f"{column_option}{name}=<name>" for name in missing)
-    return UserError(f"{source}: missing column(s) {named} (columns found: {found}); if the data "
-                     f"names them differently, map them with {hint}")
-
-
 def _pair_columns(first: dict, source: str, columns: dict[str, str],
                   column_option: str) -> dict[str, str | None]:
     """Canonical name -> the data's column; optional columns absent from the data map to None."""
@@ -120,18 +115,11 @@ def _pair_columns(first: dict, source: str, columns: dict[str, str],
     missing = [key for key, column in names.items() if column not in first]
     missing += [key for key in ("prompt", "margin") if key in columns and columns[key] not in first]
     if missing:
-        raise _missing_columns_error(source, first, missing, columns, column_option)
+        raise missing_columns_error(source, first, missing, columns, column_option)
     for key in ("prompt", "margin"):
         column = columns.get(key, key)
         names[key] = column if column in first else None
     return names
-
-
-def _value(row: dict, column: str, rows: list[dict], index: int, source: str):
-    if column not in row:
-        raise UserError(f"{source}: {row_location(rows, index)} has no '{column}' column "
-                        f"(it has: {', '.join(repr(k) for k in row)}); every row needs it")
-    return row[column]
 
 
 def _pair_data(rows: list[dict], source: str, columns: dict[str, str], tokenizer,
@@ -140,10 +128,10 @@ def _pair_data(rows: list[dict], source: str, columns: dict[str, str], tokenizer
     prompts, responses, margins, dropped, empty = [], [], [], 0, 0
     for index, row in enumerate(rows):
         where = f"{source}: {row_location(rows, index)}"
-        chosen = _value(row, names["chosen"], rows, index, source)
-        rejected = _value(row, names["rejected"], rows, index, source)
-        prompt = None if names["prompt"] is None else _value(row, names["prompt"], rows, index,
-                                                             source)
+        chosen = require_value(row, names["chosen"], rows, index, source)
+        rejected = require_value(row, names["rejected"], rows, index, source)
+        prompt = None if names["prompt"] is None else require_value(row, names["prompt"], rows,
+                                                                    index, source)
         prompt, chosen, rejected, n_empty = _pair_texts(prompt, chosen, rejected, names, where,
                                                         tokenizer)
         if chosen == rejected:
@@ -153,7 +141,7 @@ def _pair_data(rows: list[dict], source: str, columns: dict[str, str], tokenizer
         prompts.append(prompt)
         responses.append([chosen, rejected])
         if names["margin"] is not None:
-            margins.append(_margin(_value(row, names["margin"], rows, index, source),
+            margins.append(_margin(require_value(row, names["margin"], rows, index, source),
                                    names["margin"], where))
     return PreferenceData(
         prompts=prompts, responses=responses, best=[0] * len(prompts),
@@ -168,25 +156,16 @@ def _pair_texts(prompt, chosen, rejected, names: dict, where: str,
     if isinstance(chosen, list) or isinstance(rejected, list):
         return _conversation_texts(prompt, chosen, rejected, names, where, tokenizer)
     for column, value in ((names["chosen"], chosen), (names["rejected"], rejected)):
-        _require_string(value, column, where)
+        require_string(value, column, where)
     if names["prompt"] is None:  # no prompt column: split the shared start
         prompt, chosen, rejected = split_shared_prompt(chosen, rejected)
     else:
-        _require_string(prompt, names["prompt"], where)
+        require_string(prompt, names["prompt"], where)
     return prompt, chosen, rejected, _blank(chosen) + _blank(rejected)
 
 
 def _blank(text: str) -> bool:
     return not text.strip()
-
-
-def _require_string(value, column: str, where: str) -> None:
-    if not isinstance(value, str):
-        kind = type(value).__name__
-        shown = ("missing (null)" if value is None
-                 else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}")  # an int, a list
-        raise UserError(f"{where}: column '{column}' is {shown}, not text; every value in it "
-                        "must be a string (or, for chat data, a list of role/content messages)")
 
 
 def split_shared_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
@@ -223,15 +202,15 @@ def _conversation_texts(prompt, chosen: list, rejected: list, names: dict, where
     """Render a chat-format pair as (prompt, chosen, rejected) text, and count the responses
     whose messages are all blank (their rendering is not empty: it holds the template's role
     markers, so emptiness is judged on the contents)."""
-    chosen = _messages(chosen, names["chosen"], where)
-    rejected = _messages(rejected, names["rejected"], where)
+    chosen = require_messages(chosen, names["chosen"], where)
+    rejected = require_messages(rejected, names["rejected"], where)
     shared = 0  # leading messages both share, leaving each at least one response message
     while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
         shared += 1
     prompt_messages = chosen[:shared]
     if names["prompt"] is not None:
         given = ([{"role": "user", "content": prompt}] if isinstance(prompt, str)
-                 else _messages(prompt, names["prompt"], where))
+                 else require_messages(prompt, names["prompt"], where))
         # HuggingFaceH4/ultrafeedback_binarized repeats its prompt as the user turn that opens
         # chosen and rejected: the shared start is then the prompt, not part of the responses.
         if not (shared and prompt_messages[-len(given):] == given):
@@ -241,19 +220,6 @@ def _conversation_texts(prompt, chosen: list, rejected: list, names: dict, where
     _, rejected_text = render_conversation(prompt_messages, rejected, tokenizer, where)
     n_empty = sum(all(_blank(m["content"]) for m in messages) for messages in (chosen, rejected))
     return prompt_text, chosen_text, rejected_text, n_empty
-
-
-def _messages(value, column: str, where: str) -> list[dict]:
-    if value == []:
-        raise UserError(f"{where}: column '{column}' is an empty list of messages; remove the "
-                        "row or give it messages")
-    for message in value if isinstance(value, list) else [None]:
-        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
-                and isinstance(message.get("content"), str)):
-            raise UserError(f"{where}: column '{column}' must be text or a list of messages "
-                            f'like {{"role": "user", "content": "..."}} with string role and '
-                            f"content; found {str(message)[:80]!r}")
-    return [{"role": message["role"], "content": message["content"]} for message in value]
 
 
 def render_conversation(prompt: list[dict], response: list[dict], tokenizer,
@@ -289,7 +255,7 @@ def _listwise_data(rows: list[dict], source: str, columns: dict[str, str],
                                                       else "prompt"))
     best_column = columns.get("best", "best")
     if prompt_column not in first:
-        raise _missing_columns_error(source, first, ["query"], columns, column_option)
+        raise missing_columns_error(source, first, ["query"], columns, column_option)
     samples = [f"sample{i}" for i in itertools.takewhile(lambda i: f"sample{i}" in first,
                                                          itertools.count())]
     if len(samples) < 2:
@@ -298,17 +264,17 @@ def _listwise_data(rows: list[dict], source: str, columns: dict[str, str],
     prompts, responses, best, dropped, empty = [], [], [], 0, 0
     for index, row in enumerate(rows):
         where = f"{source}: {row_location(rows, index)}"
-        values = [_value(row, column, rows, index, source)
+        values = [require_value(row, column, rows, index, source)
                   for column in (prompt_column, *samples)]
         for column, value in zip((prompt_column, *samples), values, strict=True):
-            _require_string(value, column, where)
+            require_string(value, column, where)
         if len(set(values[1:])) == 1:
             dropped += 1
             continue
         empty += sum(_blank(value) for value in values[1:])
         prompts.append(values[0])
         responses.append(values[1:])
-        best.append(_best(_value(row, best_column, rows, index, source), len(samples),
+        best.append(_best(require_value(row, best_column, rows, index, source), len(samples),
                           best_column, where))
     return PreferenceData(prompts=prompts, responses=responses, best=best, listwise=True,
                           counts={"rows": len(rows), "dropped_identical": dropped,
@@ -325,41 +291,6 @@ def _best(value, n_samples: int, column: str, where: str) -> int:
     return value
 
 
-def held_out_indices(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, test) example indices: a seeded `test_fraction` held out (at least one, leaving
-    at least one), each part in the original order; the same seed holds out the same ones."""
-    if n < 2:
-        raise UserError(f"only {n} usable example(s): at least 2 are needed to hold out a test "
-                        "set; add rows or give the data a test split")
-    n_test = min(max(round(n * test_fraction), 1), n - 1)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return sorted(order[n_test:]), sorted(order[:n_test])
-
-
-def split_train_test(data: PreferenceData, test_fraction: float,
-                     seed: int) -> tuple[PreferenceData, PreferenceData]:
-    """Hold out a seeded `test_fraction` of the examples (at least one, leaving at least one).
-
-    Both parts keep the original order of their examples; the same seed always holds out the
-    same examples.
-    """
-    train_indices, test_indices = held_out_indices(len(data), test_fraction, seed)
-    train, test = subset(data, train_indices), subset(data, test_indices)
-    train.counts["held_out"] = len(test_indices)
-    test.counts = {"rows": len(test_indices), "dropped_identical": 0}
-    return train, test
-
-
-def _cap(data: PreferenceData, max_samples: int | None) -> PreferenceData:
-    """The first `max_samples` examples (like `Dataset.select(range(n))`)."""
-    if max_samples is None or len(data) <= max_samples:
-        return data
-    capped = subset(data, range(max_samples))
-    capped.counts["dropped_max_samples"] = len(data) - max_samples
-    return capped
-
-
 def load_preferences(path: str, *, name: str | None = None, split: str = "train",
                      test_split: str | None = "test", test_fraction: float = 0.1, seed: int = 0,
                      columns: dict[str, str] | None = None, max_samples: int | None = None,
@@ -371,245 +302,12 @@ def load_preferences(path: str, *, name: str | None = None, split: str = "train"
     """
     train_rows, test_rows, description = load_rows(path, name=name, split=split,
                                                    test_split=test_split)
-    train = normalise_rows(train_rows, source=description, columns=columns, tokenizer=tokenizer)
+    train = normalize_rows(train_rows, source=description, columns=columns, tokenizer=tokenizer)
     if not train:
         raise UserError(f"{description}: no usable preference examples in split '{split}' "
                         f"({train.counts.get('rows', 0)} rows, "
                         f"{train.counts.get('dropped_identical', 0)} with identical responses)")
-    if test_rows is None:
-        train, test = split_train_test(train, test_fraction, seed)
-    else:
-        test = normalise_rows(test_rows, source=description, columns=columns,
-                              tokenizer=tokenizer)
-    return _cap(train, max_samples), _cap(test, max_samples)
-
-
-@dataclass
-class TokenizedPreferences:
-    """Examples as the reward model reads them."""
-
-    input_ids: list[list[list[int]]]
-    """Example -> response -> token ids of (prompt, response) in the model's template."""
-    best: list[int]
-    """Index of the preferred response of each example."""
-    margins: list[float] | None
-    """Per-example margin, or None when the data has none."""
-    listwise: bool
-    """True for best-of-N examples."""
-    truncated: int
-    """Examples with at least one (prompt, response) cut to fit max_length."""
-    extra_inputs: dict[str, list[list[list[int]]]] = field(default_factory=dict)
-    """Other per-token inputs the tokenizer returns, laid out like `input_ids` and cut exactly
-    as they were (BERT's `token_type_ids`); empty for RoBERTa and GPT-2."""
-    pad_values: dict[str, int] = field(default_factory=dict)
-    """What each of `extra_inputs` is padded with (`tokenizer.pad_token_type_id` for types)."""
-
-
-def tokenize_preferences(data: PreferenceData, tokenizer, *, template: str, separator: str = "\n",
-                         max_length: int, append_eos: bool = False) -> TokenizedPreferences:
-    """Encode every (prompt, response) the way `encode_model_inputs` does at scoring time.
-
-    One batched tokenizer call per response position (all chosen, then all rejected).
-    """
-    n_responses = len(data.responses[0]) if len(data) else 0
-    per_position = [
-        encode_model_inputs(tokenizer, data.prompts, [r[position] for r in data.responses],
-                            template=template, separator=separator, max_length=max_length,
-                            append_eos=append_eos)
-        for position in range(n_responses)]
-
-    def by_example(rows_per_position: list[list[list[int]]]) -> list[list[list[int]]]:
-        return [list(rows) for rows in zip(*rows_per_position, strict=True)]
-
-    names = list(per_position[0].extra) if per_position else []
-    flags = [any(cut) for cut in zip(*(e.truncated for e in per_position), strict=True)]
-    return TokenizedPreferences(
-        input_ids=by_example([e.input_ids for e in per_position]), best=list(data.best),
-        margins=None if data.margins is None else list(data.margins),
-        listwise=data.listwise, truncated=sum(flags),
-        extra_inputs={name: by_example([e.extra[name] for e in per_position])
-                      for name in names},
-        pad_values=dict(per_position[0].pad_values) if per_position else {})
-
-
-# A token is its id followed by its value of each extra model input (BERT's token type).
-Token = tuple[int, ...]
-# A run of tokens and the sequence it belongs to: 0 = prompt (or the whole text for "concat"),
-# 1 = response, None = special tokens the tokenizer added (and the EOS we append).
-Segment = tuple[int | None, list[Token]]
-
-
-@dataclass
-class EncodedInputs:
-    """(prompt, response) rows encoded as the reward model reads them."""
-
-    input_ids: list[list[int]]
-    """Per row: token ids."""
-    extra: dict[str, list[list[int]]]
-    """Per input name, per row: the other per-token inputs the tokenizer returns (it follows
-    `tokenizer.model_input_names`: BERT returns `token_type_ids`, RoBERTa and GPT-2 nothing),
-    cut exactly as the ids were."""
-    pad_values: dict[str, int]
-    """What each of `extra` is padded with."""
-    truncated: list[bool]
-    """Per row: whether it was cut to fit max_length."""
-
-
-def encode_prompt_response(tokenizer, prompts: list[str], responses: list[str], *,
-                           template: str, separator: str = "\n", max_length: int,
-                           append_eos: bool = False) -> tuple[list[list[int]], list[bool]]:
-    """Token ids of each (prompt, response) as the reward model reads it, and whether it was
-    cut: the ids of `encode_model_inputs`."""
-    encoded = encode_model_inputs(tokenizer, prompts, responses, template=template,
-                                  separator=separator, max_length=max_length,
-                                  append_eos=append_eos)
-    return encoded.input_ids, encoded.truncated
-
-
-def encode_model_inputs(tokenizer, prompts: list[str], responses: list[str], *,
-                        template: str, separator: str = "\n", max_length: int,
-                        append_eos: bool = False) -> EncodedInputs:
-    """Every model input of each (prompt, response) as the reward model reads it.
-
-    template "pair": the tokenizer's sentence-pair encoding `tokenizer(prompt, response)`
-    (RoBERTa: `<s>prompt</s></s>response</s>`, how argilla/roberta-base-reward-model-falcon-dolly
-    was trained; BERT: `[CLS]prompt[SEP]response[SEP]` with token type ids 0...0 1...1).
-    template "concat": `tokenizer(prompt + separator + response)`.
-
-    `append_eos`: end each input with the tokenizer's EOS when it does not already end with it,
-    TRL RewardTrainer's convention (see `_end_with_eos`).
-
-    Inputs longer than `max_length` lose the start of the prompt (for "concat", the start of
-    the text), the same ids as the tokenizer's own left truncation, so the response the score
-    is about stays whole. Only when the response alone does not fit is the prompt dropped and
-    the response cut at the end; special tokens and the appended EOS are never cut. No row is
-    ever dropped.
-    """
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    if template == "pair":
-        texts, pairs = list(prompts), list(responses)
-    elif template == "concat":
-        texts = [p + separator + r for p, r in zip(prompts, responses, strict=True)]
-        pairs = None
-    else:
-        raise UserError(f"unknown reward template '{template}'; use 'pair' or 'concat'")
-    if not texts:
-        return EncodedInputs(input_ids=[], extra={}, pad_values={}, truncated=[])
-    columns, sequence_ids, names = _encode_rows(tokenizer, texts, pairs)
-    eos = tokenizer.eos_token_id if append_eos else None
-    fitted = [(row_columns, False) if eos is None and len(row_columns[0]) <= max_length
-              else _fit_row(row_columns, sequence_ids(row), eos, max_length)
-              for row, row_columns in enumerate(columns)]  # most rows fit as they are
-    return EncodedInputs(
-        input_ids=[row_columns[0] for row_columns, _ in fitted],
-        extra={name: [row_columns[i + 1] for row_columns, _ in fitted]
-               for i, name in enumerate(names)},
-        pad_values={name: _pad_value(tokenizer, name) for name in names},
-        truncated=[cut for _, cut in fitted])
-
-
-def _pad_value(tokenizer, name: str) -> int:
-    """transformers pads token types with `pad_token_type_id` (0 but for a few models)."""
-    return tokenizer.pad_token_type_id if name == "token_type_ids" else 0
-
-
-def _encode_rows(tokenizer, texts: list[str], pairs: list[str] | None):
-    """Encode untruncated in one batch: per row its columns (ids, then each extra input), a
-    function giving the sequence each token of a row came from, and the extra inputs' names.
-
-    Fast tokenizers say which sequence each token came from (`sequence_ids`), so the kept ids
-    are exactly the tokenizer's own; slow ones are assembled with
-    `build_inputs_with_special_tokens` (and `create_token_type_ids_from_sequences`).
-    """
-    if getattr(tokenizer, "is_fast", False):
-        # Default return flags: whatever the tokenizer's model_input_names ask for.
-        encoding = tokenizer(texts, pairs, add_special_tokens=True, verbose=False,
-                             return_attention_mask=False)
-        if encoding.encodings is not None:
-            names = [name for name in encoding if name != "input_ids"]
-            columns = [[encoding[name][row] for name in ("input_ids", *names)]
-                       for row in range(len(texts))]
-            return columns, encoding.sequence_ids, names
-    names = ["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names else []
-    firsts = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-    seconds = (tokenizer(pairs, add_special_tokens=False, verbose=False)["input_ids"]
-               if pairs is not None else [None] * len(texts))
-    built = [_slow_row(tokenizer, first, second, names)
-             for first, second in zip(firsts, seconds, strict=True)]
-    return [columns for columns, _ in built], lambda row: built[row][1], names
-
-
-def _slow_row(tokenizer, first: list[int], second: list[int] | None,
-              names: list[str]) -> tuple[list[list[int]], list[int | None]]:
-    ids = tokenizer.build_inputs_with_special_tokens(first, second)
-    columns = [ids] + [tokenizer.create_token_type_ids_from_sequences(first, second)
-                       for _ in names]
-    special = tokenizer.get_special_tokens_mask(first, second)
-    sequence_ids, seen = [], 0
-    for is_special in special:
-        sequence_ids.append(None if is_special else int(seen >= len(first)))
-        seen += not is_special
-    return columns, sequence_ids
-
-
-def _fit_row(columns: list[list[int]], sequence_ids: list[int | None], eos: int | None,
-             max_length: int) -> tuple[list[list[int]], bool]:
-    """One row's columns ended with EOS (when `eos` is given) and cut to fit max_length."""
-    row = list(zip(sequence_ids, zip(*columns, strict=True), strict=True))
-    if eos is not None:
-        row = _end_with_eos(row, eos, len(columns) - 1)
-    tokens, cut = _fit(row, max_length)
-    if not tokens:
-        return [[] for _ in columns], cut
-    return [list(column) for column in zip(*tokens, strict=True)], cut
-
-
-def _end_with_eos(row: list[tuple[int | None, Token]], eos: int,
-                  n_extra: int) -> list[tuple[int | None, Token]]:
-    """The row ending in EOS the way TRL's RewardTrainer feeds text, kept under truncation.
-
-    TRL appends `eos_token` to the response text unless it already ends with it, then
-    tokenises `prompt + response` (trl/trainer/reward_trainer.py, `_prepare_dataset`, v0.24
-    to v1.9). So the EOS goes right after the last text token, before any special tokens the
-    tokenizer adds at the end, with that token's type. An input the tokenizer already ends
-    with EOS (RoBERTa's `</s>`) gets none: unlike TRL, which would double it, since such
-    encoders' hub models were trained on the tokenizer's own pair encoding (argilla's RoBERTa).
-    The EOS is marked special (sequence None) so that truncation never cuts it.
-    """
-    text = [index for index, (sequence, _) in enumerate(row) if sequence is not None]
-    if row and row[-1][1][0] == eos:
-        end = len(row) - 1
-    elif text and row[text[-1]][1][0] == eos:  # the text ends with EOS, before special tokens
-        end = text[-1]
-    else:
-        at = text[-1] + 1 if text else len(row)
-        types = row[at - 1][1][1:] if at else (0,) * n_extra  # at == 0: an empty row
-        return row[:at] + [(None, (eos, *types))] + row[at:]
-    return row[:end] + [(None, row[end][1])] + row[end + 1:]
-
-
-def _fit(row: list[tuple[int | None, Token]], max_length: int) -> tuple[list[Token], bool]:
-    """The row's tokens, cutting the prompt's start (then the response's end) to fit."""
-    if len(row) <= max_length:
-        return [token for _, token in row], False
-    segments: list[Segment] = [
-        (sequence, [token for _, token in run])
-        for sequence, run in itertools.groupby(row, key=lambda item: item[0])]
-    excess = len(row) - max_length
-    specials = sum(len(tokens) for sequence, tokens in segments if sequence is None)
-    if specials >= max_length:
-        raise UserError(f"max_length {max_length} leaves no room for text after the "
-                        f"tokenizer's {specials} special tokens; raise max_length")
-    fitted = []
-    for sequence, tokens in segments:
-        if sequence == 0 and excess > 0:
-            cut = min(excess, len(tokens))
-            tokens, excess = tokens[cut:], excess - cut
-        fitted.append((sequence, tokens))
-    for position in reversed(range(len(fitted))):
-        sequence, tokens = fitted[position]
-        if sequence == 1 and excess > 0:
-            cut = min(excess, len(tokens))
-            fitted[position], excess = (sequence, tokens[:len(tokens) - cut]), excess - cut
-    return [token for _, tokens in fitted for token in tokens], True
+    test = None if test_rows is None else normalize_rows(test_rows, source=description,
+                                                         columns=columns, tokenizer=tokenizer)
+    return train_and_test(train, test, test_fraction=test_fraction, seed=seed,
+                          max_samples=max_samples, subset=subset, dropped="dropped_identical")

@@ -42,16 +42,15 @@ from dataclasses import dataclass, field
 import torch
 
 from rlhf.data.batching import pad_sequences
-from rlhf.data.preferences import (
-    _messages,
-    _missing_columns_error,
-    _require_string,
-    _value,
-    held_out_indices,
-    render_conversation,
-    split_shared_prompt,
+from rlhf.data.fields import (
+    missing_columns_error,
+    require_messages,
+    require_string,
+    require_value,
 )
+from rlhf.data.preferences import render_conversation, split_shared_prompt
 from rlhf.data.sources import Rows, load_rows, row_location
+from rlhf.data.splits import train_and_test
 from rlhf.errors import UserError
 
 CANONICAL_COLUMNS = ("prompt", "response", "messages")
@@ -87,7 +86,7 @@ def subset(data: SFTData, indices) -> SFTData:
 # -- normalising rows ------------------------------------------------------------------------
 
 
-def normalise_sft_rows(rows: list[dict], *, source: str, columns: dict[str, str] | None = None,
+def normalize_sft_rows(rows: list[dict], *, source: str, columns: dict[str, str] | None = None,
                        tokenizer=None) -> SFTData:
     """Turn rows of any supported layout into `SFTData`, validating every row.
 
@@ -124,7 +123,7 @@ def _sft_columns(first: dict, source: str, columns: dict[str, str]) -> dict[str,
                                  and "messages" in first):
         column = columns.get("messages", "messages")
         if column not in first:
-            raise _missing_columns_error(source, first, ["messages"], columns)
+            raise missing_columns_error(source, first, ["messages"], columns)
         return {"messages": column}
     response = columns.get("response") or (found_response[0] if found_response else None)
     if response is None or response not in first:
@@ -136,12 +135,12 @@ def _sft_columns(first: dict, source: str, columns: dict[str, str]) -> dict[str,
     prompt = columns.get("prompt", "prompt")
     if prompt not in first:
         if "prompt" in columns:
-            raise _missing_columns_error(source, first, ["prompt"], columns)
+            raise missing_columns_error(source, first, ["prompt"], columns)
         prompt = None
     partner = IMPLICIT_PARTNER.get(response)
     partner = partner if prompt is None and partner in first else None
     if prompt is None and partner is None and not isinstance(first[response], list):
-        raise _missing_columns_error(source, first, ["prompt"])
+        raise missing_columns_error(source, first, ["prompt"])
     return {"prompt": prompt, "response": response, "partner": partner}
 
 
@@ -151,22 +150,22 @@ def _example(row: dict, names: dict, rows: list[dict], index: int, source: str,
     response is empty (the row is valid, but there is nothing to train on)."""
     where = f"{source}: {row_location(rows, index)}"
     if "messages" in names:
-        messages = _messages(_value(row, names["messages"], rows, index, source),
-                             names["messages"], where)
+        messages = require_messages(require_value(row, names["messages"], rows, index, source),
+                                    names["messages"], where)
         return _conversation(messages, None, names["messages"], where, tokenizer)
-    response = _value(row, names["response"], rows, index, source)
-    prompt = None if names["prompt"] is None else _value(row, names["prompt"], rows, index,
-                                                         source)
+    response = require_value(row, names["response"], rows, index, source)
+    prompt = None if names["prompt"] is None else require_value(row, names["prompt"], rows,
+                                                                index, source)
     if isinstance(response, list):
-        messages = _messages(response, names["response"], where)
+        messages = require_messages(response, names["response"], where)
         return _conversation(messages, prompt, names["prompt"], where, tokenizer)
-    _require_string(response, names["response"], where)
+    require_string(response, names["response"], where)
     if names["partner"] is not None:  # implicit pair: the prompt is the shared start
-        partner = _value(row, names["partner"], rows, index, source)
-        _require_string(partner, names["partner"], where)
+        partner = require_value(row, names["partner"], rows, index, source)
+        require_string(partner, names["partner"], where)
         prompt, response, _ = split_shared_prompt(response, partner)
     else:
-        _require_string(prompt, names["prompt"], where)
+        require_string(prompt, names["prompt"], where)
     return (prompt, response, False) if response.strip() else None
 
 
@@ -184,14 +183,14 @@ def _conversation(messages: list[dict], prompt, prompt_column: str | None, where
         if isinstance(prompt, str):
             before = [{"role": "user", "content": prompt}]
         else:
-            before = _messages(prompt, prompt_column, where)
+            before = require_messages(prompt, prompt_column, where)
     if not messages[last]["content"].strip():
         return None
     prompt_text, response_text = render_conversation(before, [messages[last]], tokenizer, where)
     return prompt_text, response_text, bool(getattr(tokenizer, "chat_template", None))
 
 
-# -- loading and splitting -------------------------------------------------------------------
+# -- loading ---------------------------------------------------------------------------------
 
 
 def load_sft_rows(path: str, *, name: str | None = None, split: str = "train",
@@ -209,27 +208,6 @@ def _plain_response(rows: list[dict]) -> Rows:
                 split=getattr(rows, "split", None))
 
 
-def split_sft(data: SFTData, test_fraction: float, seed: int) -> tuple[SFTData, SFTData]:
-    """Hold out a seeded `test_fraction` of the examples (at least one, leaving at least one).
-
-    Both parts keep the original order; the same seed always holds out the same examples.
-    """
-    train_indices, test_indices = held_out_indices(len(data), test_fraction, seed)
-    train, test = subset(data, train_indices), subset(data, test_indices)
-    train.counts["held_out"] = len(test_indices)
-    test.counts = {"rows": len(test_indices), "dropped_empty": 0}
-    return train, test
-
-
-def _cap(data: SFTData, max_samples: int | None) -> SFTData:
-    """The first `max_samples` examples (like `Dataset.select(range(n))`)."""
-    if max_samples is None or len(data) <= max_samples:
-        return data
-    capped = subset(data, range(max_samples))
-    capped.counts["dropped_max_samples"] = len(data) - max_samples
-    return capped
-
-
 def load_sft(path: str, *, name: str | None = None, split: str = "train",
              test_split: str | None = "test", test_fraction: float = 0.1, seed: int = 0,
              columns: dict[str, str] | None = None, max_samples: int | None = None,
@@ -241,22 +219,22 @@ def load_sft(path: str, *, name: str | None = None, split: str = "train",
     """
     train_rows, test_rows, description = load_sft_rows(path, name=name, split=split,
                                                        test_split=test_split)
-    train = normalise_sft_rows(train_rows, source=description, columns=columns,
+    train = normalize_sft_rows(train_rows, source=description, columns=columns,
                                tokenizer=tokenizer)
     if not train:
         raise UserError(f"{description}: no usable SFT examples in split '{split}' "
                         f"({train.counts['rows']} rows, "
                         f"{train.counts.get('dropped_empty', 0)} with an empty response)")
-    if test_rows is None:
-        train, test = split_sft(train, test_fraction, seed)
-    else:
-        test = normalise_sft_rows(test_rows, source=description, columns=columns,
+    test = None
+    if test_rows is not None:
+        test = normalize_sft_rows(test_rows, source=description, columns=columns,
                                   tokenizer=tokenizer)
         if not test:
             raise UserError(f"{description}: no usable SFT examples in split '{test_split}'; "
                             f"fix that split, or set data.test_split={split} to hold out "
                             "data.test_fraction of the training rows instead")
-    return _cap(train, max_samples), _cap(test, max_samples)
+    return train_and_test(train, test, test_fraction=test_fraction, seed=seed,
+                          max_samples=max_samples, subset=subset, dropped="dropped_empty")
 
 
 # -- tokenising ------------------------------------------------------------------------------

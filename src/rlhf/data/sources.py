@@ -17,6 +17,9 @@
 
 Every failure a user can cause raises `UserError` with one message that names the path. A text
 field longer than `MAX_TEXT_CHARS` is refused with the row that holds it.
+
+`datasets` (with pyarrow and pandas, seconds to import) is imported inside the functions that
+read CSV, Parquet, folders and the hub, so that JSON lines and built-in data never pay for it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from rlhf.data.synthetic import descriptiveness_pairs
 from rlhf.errors import UserError, first_line
 
 BUILTIN_PREFIX = "builtin:"
@@ -156,8 +160,6 @@ def _looks_like_local_path(path: str) -> bool:
 
 
 def _builtin_splits(path: str) -> dict[str, Any]:
-    from rlhf.data.synthetic import descriptiveness_pairs
-
     if path != f"{BUILTIN_PREFIX}descriptiveness":
         raise UserError(f"unknown built-in data set '{path}'; use {BUILTIN_PREFIX}descriptiveness")
     return {split: descriptiveness_pairs(rows, seed=seed)
@@ -272,7 +274,7 @@ def _read_with_datasets(path: str, shown: str, builder: str) -> Any:
     CSV cells are read as the exact strings in the file: pandas would otherwise turn "007"
     into 7 and "None" or "NA" into a missing value, silently changing responses.
     """
-    import datasets
+    import datasets  # heavy: only for the sources that need it (module docstring)
 
     options: dict[str, Any] = {}
     if builder == "csv":
@@ -294,7 +296,7 @@ def _quiet_datasets():
     Local data loads in moments, and when it fails we say why in one line; without this,
     datasets prints a "Generating train split" bar and logs the same failure first.
     """
-    import datasets
+    import datasets  # heavy: only for the sources that need it (module docstring)
     from datasets.utils import logging
 
     bars = datasets.is_progress_bar_enabled()
@@ -321,7 +323,7 @@ def _csv_header(path: str, shown: str) -> list[str]:
 
 
 def _folder_splits(path: str, shown: str) -> dict[str, Any]:
-    import datasets
+    import datasets  # heavy: only for the sources that need it (module docstring)
 
     saved = any(os.path.isfile(os.path.join(path, marker))
                 for marker in ("dataset_dict.json", "state.json"))
@@ -338,7 +340,7 @@ def _folder_splits(path: str, shown: str) -> dict[str, Any]:
 
 
 def _hub_splits(path: str, name: str | None) -> dict[str, Any]:
-    import datasets
+    import datasets  # heavy: only for the sources that need it (module docstring)
 
     try:
         return dict(datasets.load_dataset(path, name))

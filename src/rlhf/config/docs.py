@@ -4,7 +4,9 @@ The comments are the config dataclasses' attribute docstrings (the string right 
 field). Python keeps no such docstring at runtime, so they are read back from the source with
 `ast`: a field added to a dataclass shows up here with no list to update.
 
-Imports only the standard library, OmegaConf and rlhf.config, like the config layer itself.
+The field docstrings are read from the module that defines each class (`common`, `reward`,
+`sft`, `ppo`), inherited fields included. Imports only the standard library, OmegaConf and
+the rest of rlhf.config, like the config layer itself.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config, merge_config
+from rlhf.config.loading import load_config, merge_config
+from rlhf.config.ppo import PPOConfig
+from rlhf.config.reward import RewardConfig
+from rlhf.config.sft import SFTConfig
 
 STAGES: dict[str, type] = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig}
 """Stage name (as in `rlhf config STAGE`) -> its top-level config dataclass."""

@@ -1,4 +1,5 @@
-"""Plots of a run, drawn from its metrics.jsonl (PNG files in the run directory)."""
+"""Matplotlib figures of a run: curves against the optimizer step and held-out score
+histograms, as PNG files in the run directory or PNG bytes for report.html."""
 
 from __future__ import annotations
 
@@ -12,14 +13,8 @@ import numpy as np
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Every line of a run's metrics.jsonl, in order."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+from rlhf.report.panels import SCORES_FILE, file_panels  # noqa: E402
+from rlhf.report.run_files import read_metrics  # noqa: E402
 
 
 def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -28,7 +23,7 @@ def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def curves_figure(records: list[dict], keys: list[str], title: str, *,
+def curves_figure(records: list[dict], keys: list[str] | tuple[str, ...], title: str, *,
                   width: float = 6.0, height: float = 3.6):
     """A figure with one line per metric key against the optimizer step; None without data."""
     drawn = [(key, *series(records, key)) for key in keys]
@@ -47,7 +42,8 @@ def curves_figure(records: list[dict], keys: list[str], title: str, *,
     return figure
 
 
-def plot_curves(records: list[dict], keys: list[str], title: str, path: Path) -> Path | None:
+def plot_curves(records: list[dict], keys: list[str] | tuple[str, ...], title: str,
+                path: Path) -> Path | None:
     """One line per metric key against the optimizer step; None when no key has data."""
     figure = curves_figure(records, keys, title)
     if figure is None:
@@ -95,44 +91,18 @@ def figure_png(figure, dpi: int = 150) -> bytes:
     return buffer.getvalue()
 
 
-def plot_reward_run(run_dir: str | Path) -> list[Path]:
-    """loss.png, accuracy.png and scores.png for a reward-model run."""
+def plot_run(run_dir: str | Path, stage: str) -> list[Path]:
+    """The PNG files of a stage's run (panels.STAGE_PANELS with a file, and a reward run's
+    scores.png from eval_scores.json); the paths written."""
     run_dir = Path(run_dir)
+    panels = file_panels(stage)
+    if not panels:
+        return []
     records = read_metrics(run_dir)
-    written = [
-        plot_curves(records, ["train/loss", "eval/loss"], "reward-model loss",
-                    run_dir / "loss.png"),
-        plot_curves(records, ["train/accuracy", "eval/accuracy"], "preference accuracy",
-                    run_dir / "accuracy.png"),
-    ]
+    written = [plot_curves(records, panel.keys, panel.png_title, run_dir / panel.file)
+               for panel in panels]
     scores_path = run_dir / "eval_scores.json"
-    if scores_path.exists():
+    if stage == "reward" and scores_path.exists():
         scores = json.loads(scores_path.read_text(encoding="utf-8"))
-        written.append(plot_score_histogram(scores, run_dir / "scores.png"))
+        written.append(plot_score_histogram(scores, run_dir / SCORES_FILE))
     return [path for path in written if path is not None]
-
-
-PPO_PANELS = [
-    ("score.png", ["objective/score", "objective/rlhf_reward"], "reward-model score"),
-    ("kl.png", ["objective/kl"], "KL to the reference (nats per sequence)"),
-    ("kl_coef.png", ["objective/kl_coef"], "KL coefficient beta"),
-    ("entropy.png", ["policy/entropy"], "policy entropy (nats per token)"),
-    ("length.png", ["response/length"], "response length (tokens)"),
-]
-
-
-def plot_ppo_run(run_dir: str | Path) -> list[Path]:
-    """score.png, kl.png, kl_coef.png, entropy.png and length.png for a PPO run."""
-    run_dir = Path(run_dir)
-    records = read_metrics(run_dir)
-    written = [plot_curves(records, keys, title, run_dir / name)
-               for name, keys, title in PPO_PANELS]
-    return [path for path in written if path is not None]
-
-
-def plot_sft_run(run_dir: str | Path) -> list[Path]:
-    """loss.png (train and held-out loss, nats per response token) for an SFT run."""
-    run_dir = Path(run_dir)
-    written = plot_curves(read_metrics(run_dir), ["train/loss", "eval/loss"],
-                          "SFT loss (nats per response token)", run_dir / "loss.png")
-    return [] if written is None else [written]

@@ -5,12 +5,8 @@ from pathlib import Path
 import pytest
 from transformers import ByT5Tokenizer
 
-from rlhf.data.preferences import (
-    PreferenceData,
-    encode_prompt_response,
-    normalise_rows,
-    tokenize_preferences,
-)
+from rlhf.data.preferences import PreferenceData, normalize_rows
+from rlhf.data.reward_text import encode_prompt_response, tokenize_preferences
 from rlhf.data.sources import load_rows
 from rlhf.errors import UserError
 
@@ -20,7 +16,7 @@ HH = Path(__file__).resolve().parents[3] / "shared/data/hh-rlhf-harmless-base-te
 @pytest.fixture(scope="module")
 def hh() -> PreferenceData:
     rows, _, source = load_rows(str(HH))
-    return normalise_rows(rows[:60], source=source)
+    return normalize_rows(rows[:60], source=source)
 
 
 def left_truncated(tokenizer, prompt: str, response: str, max_length: int) -> list[int]:
@@ -144,12 +140,12 @@ def test_tokenize_preferences_pairs(roberta_tokenizer, hh) -> None:
 def test_tokenize_preferences_listwise_with_margins(gpt2_tokenizer) -> None:
     rows = [{"query": f"q{i}", **{f"sample{j}": f" s{j}" for j in range(4)}, "best": 2}
             for i in range(3)]
-    data = normalise_rows(rows, source="mem")
+    data = normalize_rows(rows, source="mem")
     tokenized = tokenize_preferences(data, gpt2_tokenizer, template="concat", max_length=16)
     assert tokenized.listwise and tokenized.best == [2, 2, 2] and tokenized.margins is None
     assert [len(example) for example in tokenized.input_ids] == [4, 4, 4]
     assert tokenized.input_ids[1][3] == gpt2_tokenizer("q1\n s3")["input_ids"]
-    pairs = normalise_rows([{"prompt": "p", "chosen": "a", "rejected": "b", "margin": 1}],
+    pairs = normalize_rows([{"prompt": "p", "chosen": "a", "rejected": "b", "margin": 1}],
                            source="mem")
     assert tokenize_preferences(pairs, gpt2_tokenizer, template="concat",
                                 max_length=16).margins == [1.0]
@@ -169,7 +165,7 @@ def test_empty_response_gives_a_valid_input(roberta_tokenizer, gpt2_tokenizer) -
     ids, _ = encode_prompt_response(gpt2_tokenizer, ["The harbour was quiet."], [""],
                                     template="concat", max_length=64)
     assert ids == [gpt2_tokenizer("The harbour was quiet.\n")["input_ids"]]
-    data = normalise_rows([{"prompt": "p", "chosen": "a", "rejected": ""}], source="mem")
+    data = normalize_rows([{"prompt": "p", "chosen": "a", "rejected": ""}], source="mem")
     tokenized = tokenize_preferences(data, roberta_tokenizer, template="pair", max_length=16)
     assert tokenized.input_ids == [[roberta_tokenizer("p", "a")["input_ids"],
                                     [0, *roberta_tokenizer("p", add_special_tokens=False)[

@@ -4,30 +4,27 @@ The reward model reads text with its own tokenizer and the template it was train
 (sentence pair or concatenation), whatever tokenizer produced the text: the policy's tokens
 are decoded to text first and re-encoded here (DESIGN.md; trl #3595). It gets every input its
 tokenizer returns (BERT's token_type_ids) and, where it was trained so, an EOS after the
-response (`rlhf.models.reward_model_reading`).
+response (`rlhf.reward.reading`).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import re
+from typing import Protocol
 
 import torch
 
 from rlhf.data.batching import pad_sequences, pad_to_longest
-from rlhf.data.preferences import EncodedInputs, encode_model_inputs
-from rlhf.data.sources import load_rows, row_location
+from rlhf.data.reward_text import EncodedInputs, encode_model_inputs
 from rlhf.errors import UserError
-from rlhf.models import (
-    load_reward_model,
+from rlhf.models import load_reward_model, sequence_scores
+from rlhf.reward.reading import (
+    SCORE_MEAN_KEY,
+    SCORE_STD_KEY,
     reading_length,
     reward_model_reading,
-    sequence_scores,
 )
-
-APPEND_EOS_CHOICES = {"auto": None, "yes": True, "no": False}
-"""The command line's --append-eos: auto = the model's own reading (`reward_model_reading`)."""
 
 
 class RewardModelScorer:
@@ -89,37 +86,6 @@ class RewardModelScorer:
         return torch.cat(scores) if scores else torch.zeros(0)
 
 
-def score_pair(reward_model: str, prompt: str, response: str, **kwargs) -> float:
-    """The score of one (prompt, response) pair."""
-    return float(RewardModelScorer.from_pretrained(reward_model, **kwargs)([prompt], [response])[0])
-
-
-def score_file(reward_model: str, input_path: str, output_path: str, *, batch_size: int = 32,
-               max_length: int | None = None, append_eos: bool | None = None) -> int:
-    """Score every {prompt, response} line of a JSONL file; write the lines with `score` added."""
-    rows = read_prompt_response_rows(input_path)
-    scorer = RewardModelScorer.from_pretrained(reward_model, batch_size=batch_size,
-                                               max_length=max_length, append_eos=append_eos)
-    scores = scorer([r["prompt"] for r in rows], [r["response"] for r in rows])
-    with open(output_path, "w", encoding="utf-8") as handle:
-        for row, score in zip(rows, scores.tolist(), strict=True):
-            handle.write(json.dumps(row | {"score": score}, ensure_ascii=False) + "\n")
-    return len(rows)
-
-
-def read_prompt_response_rows(path: str) -> list[dict]:
-    """JSONL rows that each have string `prompt` and `response` fields (file:line errors)."""
-    rows, _, source = load_rows(path, test_split=None)
-    for index, row in enumerate(rows):
-        for key in ("prompt", "response"):
-            if not isinstance(row.get(key), str):
-                found = ", ".join(repr(name) for name in row) or "none"
-                raise UserError(f"{source}: {row_location(rows, index)} needs a string '{key}' "
-                                f"field (fields found: {found}); every row must look like "
-                                '{"prompt": "...", "response": "..."}')
-    return rows
-
-
 FUNCTION_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -161,3 +127,32 @@ def load_function_scorer(spec: str) -> FunctionScorer:
         raise UserError(f"module '{module_name}' has no function '{function_name}' "
                         "(model.reward)")
     return FunctionScorer(function, spec)
+
+
+class Scorer(Protocol):
+    """Anything that scores (prompt, response) text: (B,) float scores on the CPU."""
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> torch.Tensor: ...
+
+
+def load_scorer(spec: str, *, template: str | None = None, separator: str | None = None,
+                append_eos: bool | None = None, max_length: int | None = None,
+                length_option: str = "--max-length", batch_size: int = 32,
+                device: str | torch.device = "cpu") -> Scorer:
+    """A reward function 'module:function', or a reward model (hub name or folder) that reads
+    text with its own tokenizer, template and EOS convention (None: the model's own)."""
+    if is_function_spec(spec):
+        return load_function_scorer(spec)
+    return RewardModelScorer.from_pretrained(
+        spec, template=template, separator=separator, append_eos=append_eos,
+        max_length=max_length, length_option=length_option, batch_size=batch_size,
+        device=device)
+
+
+def stored_score_stats(scorer: Scorer) -> dict[str, float | None]:
+    """The score mean and std train-reward stored with a reward model (empty for others)."""
+    if not isinstance(scorer, RewardModelScorer):
+        return {}
+    config = scorer.model.config
+    return {"mean": getattr(config, SCORE_MEAN_KEY, None),
+            "std": getattr(config, SCORE_STD_KEY, None)}

@@ -1,5 +1,5 @@
 """Rule-based rewards: Python functions `(prompts, responses) -> list[float]` usable as
-`model.reward: rlhf.rule_rewards:NAME`. They make PPO runnable and testable with no reward
+`model.reward: rlhf.reward.rules:NAME`. They make PPO runnable and testable with no reward
 model at all, and show how to plug in your own.
 """
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 import functools
 import re
 
+from rlhf.data.synthetic import descriptiveness_pairs
+
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
 @functools.lru_cache(maxsize=1)
 def vivid_words() -> frozenset[str]:
     """Words the synthetic task's preferred (vivid) continuations use and plain ones never do."""
-    from rlhf.data.synthetic import descriptiveness_pairs
-
     pairs = descriptiveness_pairs(2000, seed=0)
     chosen = {w for p in pairs for w in WORD.findall(p["chosen"].lower())}
     rejected = {w for p in pairs for w in WORD.findall(p["rejected"].lower())}

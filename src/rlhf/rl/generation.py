@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
+from rlhf.errors import UserError
 from rlhf.models import position_ids_from_mask
 
 
@@ -102,33 +103,15 @@ def row_seed(*keys: int | str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def generate_file(model_path: str, prompts_path: str, output_path: str, *, template: str,
-                  max_new_tokens: int, temperature: float, batch_size: int,
-                  max_prompt_tokens: int, seed: int = 0) -> int:
-    """`rlhf generate`: answer every prompt of a file; one JSON line per prompt."""
-    import json
-
-    from rlhf.data.prompts import left_pad, load_prompts
-    from rlhf.models import load_policy
-
-    model, tokenizer = load_policy(model_path)
-    model.eval()
-    prompts, prompt_ids = load_prompts(prompts_path, template=template, tokenizer=tokenizer,
-                                       max_prompt_tokens=max_prompt_tokens)
-    stops = [tokenizer.eos_token_id]
-    with open(output_path, "w", encoding="utf-8") as handle:
-        for start in range(0, len(prompt_ids), batch_size):
-            query_ids, query_mask = left_pad(prompt_ids[start:start + batch_size],
-                                             tokenizer.pad_token_id)
-            seeds = [row_seed(seed, start + offset) for offset in range(len(query_ids))]
-            responses = sample_responses(model, query_ids, query_mask,
-                                         max_new_tokens=max_new_tokens, temperature=temperature,
-                                         stop_token_ids=stops, pad_id=tokenizer.pad_token_id,
-                                         row_seeds=seeds)
-            for offset, ids in enumerate(responses.tolist()):
-                kept = ids[:ids.index(stops[0])] if stops[0] in ids else ids
-                handle.write(json.dumps({"prompt": prompts.prompts[start + offset],
-                                         "response": tokenizer.decode(kept,
-                                                                      skip_special_tokens=True)},
-                                        ensure_ascii=False) + "\n")
-    return len(prompt_ids)
+def stop_token_ids(tokenizer, stop_token: str | None) -> list[int]:
+    """EOS plus the configured stop token, which must be a single token of the policy."""
+    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if stop_token is not None:
+        ids = tokenizer.encode(stop_token, add_special_tokens=False)
+        if len(ids) != 1:
+            raise UserError(f"generate.stop_token {stop_token!r} is {len(ids)} tokens for the "
+                            "policy's tokenizer; it must be exactly one")
+        stops.append(ids[0])
+    if not stops:
+        raise UserError("the policy's tokenizer has no EOS token; set generate.stop_token")
+    return stops

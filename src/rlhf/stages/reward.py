@@ -1,7 +1,9 @@
 """Reward-model training: fit a scalar score to human preferences (Bradley-Terry).
 
-The loop is thin: data, model and math live in `rlhf.data`, `rlhf.models` and `rlhf.algo`;
-accelerate, checkpoints and metrics in `rlhf.run`.
+The loop is `rlhf.engine.supervised`'s: data, model and math live in `rlhf.data`, `rlhf.models`
+and `rlhf.algo`; accelerate, checkpoints and metrics in `rlhf.engine`. The held-out evaluation
+(accuracy, margins, the scores behind the report's histograms) is here too, and serves
+`rlhf eval-reward`.
 """
 
 from __future__ import annotations
@@ -11,31 +13,33 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from accelerate import Accelerator
 
+from rlhf.algo.losses import listwise_reward_loss, pairwise_reward_loss
+from rlhf.algo.types import RewardLossStats
 from rlhf.config import RewardConfig
-from rlhf.data.batching import collate_preferences, epoch_batches
-from rlhf.data.preferences import TokenizedPreferences, load_preferences, tokenize_preferences
-from rlhf.evaluate import RewardEvaluation, best_first, evaluate_reward, reward_objective
+from rlhf.data.batching import collate_preferences
+from rlhf.data.preferences import load_preferences
+from rlhf.data.reward_text import TokenizedPreferences, tokenize_preferences
+from rlhf.engine.optim import (
+    SKIPPED,
+    optimizer_step,
+)
+from rlhf.engine.run import Run
+from rlhf.engine.supervised import SupervisedTask, start_training, train_supervised
 from rlhf.models import (
+    check_fits_positions,
+    load_reward_model,
+    save_pretrained_atomic,
+    sequence_scores,
+)
+from rlhf.reward.reading import (
     APPEND_EOS_KEY,
     SCORE_MEAN_KEY,
     SCORE_STD_KEY,
     SEPARATOR_KEY,
     TEMPLATE_KEY,
-    check_fits_positions,
-    load_reward_model,
-    save_pretrained_atomic,
-    sequence_scores,
     trl_appends_eos,
-)
-from rlhf.run import (
-    SKIPPED,
-    Run,
-    adamw_with_schedule,
-    count_outcomes,
-    optimizer_step,
-    total_optimizer_steps,
 )
 
 
@@ -130,56 +134,41 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
     check_fits_positions(model, cfg.data.max_length, "data.max_length", cfg.model.name_or_path)
     data = prepare_reward_data(cfg, tokenizer)
     _announce(run, data)
-    total_steps = total_optimizer_steps(
-        len(data.train.best), batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
-        max_steps=cfg.train.max_steps)
-    optimizer, scheduler = adamw_with_schedule(
-        model.parameters(), learning_rate=cfg.train.learning_rate,
-        weight_decay=cfg.train.weight_decay, scheduler=cfg.train.scheduler,
-        warmup_ratio=cfg.train.warmup_ratio, total_steps=total_steps)
-    model, optimizer = run.accelerator.prepare(model, optimizer)
-    checkpointed = {"models": {"model": model}, "optimizers": {"model": optimizer},
-                    "schedulers": {"model": scheduler}}
-    state = run.start(**checkpointed)
-    model.train()
+    training = start_training(run, model, cfg.train, n_examples=len(data.train.best))
+    pad_id = tokenizer.pad_token_id
+    held_out = HeldOut(lambda: evaluate_reward(
+        training.model, data.test, batch_size=cfg.train.eval_batch_size, pad_id=pad_id,
+        accelerator=run.accelerator, center_coef=cfg.train.center_coef))
     lengths = [max(len(ids) for ids in example) for example in data.train.input_ids]
-    evaluate = _evaluator(cfg, run, model, data, tokenizer.pad_token_id)
-    bar = tqdm(total=total_steps, initial=state.step, desc="reward", dynamic_ncols=True,
-               disable=not (run.is_main and cfg.run.progress))
-    while state.step < total_steps:
-        batches = epoch_batches(
-            len(data.train.best), cfg.train.batch_size, seed=cfg.run.seed, epoch=state.epoch,
-            lengths=lengths if cfg.data.group_by_length else None)
-        for batch in batches[state.batch_in_epoch:]:
-            metrics, outcome = reward_update(
-                model, optimizer, scheduler, run.accelerator, data.train, batch,
-                micro_batch_size=micro_batch_size, pad_id=tokenizer.pad_token_id,
-                center_coef=cfg.train.center_coef, max_grad_norm=cfg.train.max_grad_norm,
-                is_finite=lambda quantities: run.finite_or_skip(state.step, quantities))
-            metrics = count_outcomes(state, metrics, [outcome])
-            state.step += 1
-            state.batch_in_epoch += 1
-            metrics["train/epoch"] = state.epoch + state.batch_in_epoch / len(batches)
-            bar.update(1)
-            if "train/loss" in metrics:
-                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
-                                acc=f"{metrics['train/accuracy']:.2f}")
-            if state.step % cfg.run.log_every == 0:
-                run.log(state.step, metrics)
-            end_of_epoch = state.batch_in_epoch == len(batches)
-            if end_of_epoch or (cfg.run.eval_every and state.step % cfg.run.eval_every == 0):
-                evaluate(state.step)
-            if end_of_epoch:
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            run.end_of_step(state, checkpointed, last=state.step == total_steps)
-            if state.step == total_steps:
-                break
-    bar.close()
-    final = _report_final(run, evaluate(state.step))
-    _save_final_model(cfg, run, model, tokenizer, data)
+    task = SupervisedTask(
+        name="reward", n_examples=len(data.train.best),
+        lengths=lengths if cfg.data.group_by_length else None,
+        update=lambda batch, is_finite: reward_update(
+            training.model, training.optimizer, training.scheduler, run.accelerator,
+            data.train, batch, micro_batch_size=micro_batch_size, pad_id=pad_id,
+            center_coef=cfg.train.center_coef, max_grad_norm=cfg.train.max_grad_norm,
+            is_finite=is_finite),
+        evaluate=held_out,
+        progress=lambda m: {"loss": f"{m['train/loss']:.3f}", "acc": f"{m['train/accuracy']:.2f}"})
+    final = train_supervised(run, training, task, batch_size=cfg.train.batch_size,
+                             seed=cfg.run.seed)
+    _report_final(run, held_out.latest)
+    _save_final_model(cfg, run, training.model, tokenizer, data)
     run.finish()
     return final
 
+
+class HeldOut:
+    """The held-out evaluation of the reward model (its metrics are what the loop logs); the
+    latest result's scores go to eval_scores.json for the report's histograms."""
+
+    def __init__(self, evaluate):
+        self._evaluate = evaluate
+        self.latest: RewardEvaluation | None = None
+
+    def __call__(self) -> dict[str, float]:
+        self.latest = self._evaluate()
+        return self.latest.metrics("eval/")
 
 
 def _announce(run: Run, data: RewardData) -> None:
@@ -187,22 +176,6 @@ def _announce(run: Run, data: RewardData) -> None:
         counts = ", ".join(f"{k}={v}" for k, v in data.counts.items())
         print(f"[rlhf] preference data: {len(data.train.best)} train / {len(data.test.best)} "
               f"test examples ({counts})", flush=True)
-
-
-def _evaluator(cfg: RewardConfig, run: Run, model, data: RewardData, pad_id: int):
-    """A closure that evaluates on the test split and logs it, at most once per step."""
-    last: dict[int, RewardEvaluation] = {}
-
-    def evaluate(step: int) -> RewardEvaluation:
-        if step not in last:
-            last.clear()
-            last[step] = evaluate_reward(
-                model, data.test, batch_size=cfg.train.eval_batch_size, pad_id=pad_id,
-                accelerator=run.accelerator, center_coef=cfg.train.center_coef)
-            run.log(step, last[step].metrics("eval/"))
-        return last[step]
-
-    return evaluate
 
 
 def _report_final(run: Run, result: RewardEvaluation) -> dict[str, float]:
@@ -234,3 +207,84 @@ def _save_final_model(cfg: RewardConfig, run: Run, model, tokenizer, data: Rewar
                                run.output_dir / "model", extra)
         print(f"[rlhf] reward model saved to {run.output_dir / 'model'}", flush=True)
     run.accelerator.wait_for_everyone()
+
+
+# -- held-out evaluation ----------------------------------------------------------------------
+
+
+def reward_objective(rewards: torch.Tensor, best: torch.Tensor, margin: torch.Tensor | None,
+                     listwise: bool, center_coef: float) -> tuple[torch.Tensor, RewardLossStats]:
+    """Pick the loss for the data's layout: (B, N) rewards, best index per row.
+
+    Pairs use the Bradley-Terry loss with an optional margin; best-of-N lists (OpenAI's
+    lm-human-preferences layout) use the N-way softmax loss of Ziegler et al. 2019.
+    """
+    if listwise:
+        return listwise_reward_loss(rewards, best, center_coef=center_coef)
+    return pairwise_reward_loss(rewards[:, 0], rewards[:, 1], margin, center_coef=center_coef)
+
+
+@dataclass
+class RewardEvaluation:
+    """Scores of every held-out example and the loss statistics over them."""
+
+    rewards: torch.Tensor
+    """(E, N) scores, column `best` holds the preferred response's score."""
+    stats: RewardLossStats
+    """Loss, accuracy, margin and score statistics over all examples."""
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        return self.stats.as_dict(prefix) | {f"{prefix}examples": float(len(self.rewards))}
+
+
+@torch.no_grad()
+def score_examples(model: torch.nn.Module, data: TokenizedPreferences, *, batch_size: int,
+                   pad_id: int, accelerator: Accelerator) -> torch.Tensor:
+    """(E, N) scores for every example, best response first, computed on all processes.
+
+    Examples are dealt out round-robin over processes (padded by repeating the last one) and
+    gathered back into their original order.
+    """
+    n, world, rank = len(data.best), accelerator.num_processes, accelerator.process_index
+    per_process = -(-n // world)
+    padded = list(range(n)) + [n - 1] * (per_process * world - n)
+    mine = padded[rank::world]
+    rows = []
+    for start in range(0, len(mine), batch_size):
+        indices = mine[start:start + batch_size]
+        batch = collate_preferences(data, indices, pad_id)
+        extra = {name: values.to(accelerator.device)
+                 for name, values in batch["extra_inputs"].items()}
+        with accelerator.autocast():
+            scores = sequence_scores(model, batch["input_ids"].to(accelerator.device),
+                                     batch["attention_mask"].to(accelerator.device), **extra)
+        rows.append(best_first(scores.float().view(batch["n_responses"], -1).T,
+                                batch["best"].to(accelerator.device)))
+    local = torch.cat(rows)  # (per_process, N)
+    gathered = accelerator.gather(local)  # (world * per_process, N), process-major
+    order = gathered.view(world, per_process, -1).transpose(0, 1).reshape(world * per_process, -1)
+    return order[:n].cpu()
+
+
+def best_first(rewards: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+    """Reorder each row so the preferred response's score is in column 0."""
+    n = rewards.shape[1]
+    columns = torch.arange(n, device=rewards.device).expand_as(rewards)  # (B, N)
+    others = columns[columns != best[:, None]].view(len(rewards), n - 1)
+    order = torch.cat([best[:, None], others], dim=1)
+    return rewards.gather(1, order)
+
+
+def evaluate_reward(model: torch.nn.Module, data: TokenizedPreferences, *, batch_size: int,
+                    pad_id: int, accelerator: Accelerator,
+                    center_coef: float = 0.0) -> RewardEvaluation:
+    """Accuracy, loss and margins of `model` on tokenized preference data."""
+    was_training = model.training
+    model.eval()
+    rewards = score_examples(model, data, batch_size=batch_size, pad_id=pad_id,
+                             accelerator=accelerator)
+    model.train(was_training)
+    best = torch.zeros(len(rewards), dtype=torch.long)
+    margin = torch.tensor(data.margins, dtype=rewards.dtype) if data.margins else None
+    _, stats = reward_objective(rewards, best, margin, data.listwise, center_coef)
+    return RewardEvaluation(rewards=rewards, stats=stats)

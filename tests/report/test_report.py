@@ -11,13 +11,8 @@ from PIL import Image
 
 from rlhf.cli import main
 from rlhf.errors import UserError
-from rlhf.report_html import (
-    build_report_html,
-    detect_stage,
-    find_stage_runs,
-    sample_pairs,
-    write_report,
-)
+from rlhf.report import build_report_html, detect_stage, find_stage_runs, write_report
+from rlhf.report.samples import sample_pairs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XSS = "<script>alert('x')</script> & \"quotes\""

@@ -1,8 +1,8 @@
 """Supervised fine-tuning: teach a causal LM to answer prompts, with the loss on the response.
 
 The first stage of the InstructGPT pipeline (SFT, reward model, PPO; Ouyang et al. 2022). The
-loop is thin and mirrors `train_reward`: data in `rlhf.data.sft`, the loss in `rlhf.algo.sft`,
-accelerate, checkpoints and metrics in `rlhf.run`. The saved `OUT/model` is a plain
+loop is `rlhf.engine.supervised`'s: data in `rlhf.data.sft`, the loss in `rlhf.algo.sft`,
+accelerate, checkpoints and metrics in `rlhf.engine`. The saved `OUT/model` is a plain
 `save_pretrained` causal LM with its tokenizer, usable as `model.policy` of a PPO config.
 """
 
@@ -13,26 +13,22 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from rlhf.algo.logprobs import token_logprobs
 from rlhf.algo.sft import sft_loss
 from rlhf.config import SFTConfig
-from rlhf.data.batching import epoch_batches
 from rlhf.data.sft import TokenizedSFT, collate_sft, load_sft, loss_tokens, tokenize_sft
+from rlhf.engine.optim import (
+    SKIPPED,
+    optimizer_step,
+)
+from rlhf.engine.run import Run
+from rlhf.engine.supervised import SupervisedTask, start_training, train_supervised
 from rlhf.models import (
     check_fits_positions,
     load_policy,
     position_ids_from_mask,
     save_pretrained_atomic,
-)
-from rlhf.run import (
-    SKIPPED,
-    Run,
-    adamw_with_schedule,
-    count_outcomes,
-    optimizer_step,
-    total_optimizer_steps,
 )
 
 
@@ -156,54 +152,23 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
     check_fits_positions(model, cfg.data.max_length, "data.max_length", cfg.model.name_or_path)
     data = prepare_sft_data(cfg, tokenizer)
     _announce(run, data)
-    total_steps = total_optimizer_steps(
-        len(data.train), batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
-        max_steps=cfg.train.max_steps)
-    optimizer, scheduler = adamw_with_schedule(
-        model.parameters(), learning_rate=cfg.train.learning_rate,
-        weight_decay=cfg.train.weight_decay, scheduler=cfg.train.scheduler,
-        warmup_ratio=cfg.train.warmup_ratio, total_steps=total_steps)
-    model, optimizer = run.accelerator.prepare(model, optimizer)
-    checkpointed = {"models": {"model": model}, "optimizers": {"model": optimizer},
-                    "schedulers": {"model": scheduler}}
-    state = run.start(**checkpointed)
-    model.train()
-    lengths = [len(ids) for ids in data.train.input_ids]
-    evaluate = _evaluator(cfg, run, model, data.test, tokenizer.pad_token_id)
-    if state.step == 0:
-        evaluate(0)  # the starting model's held-out loss: what SFT improves on
-    bar = tqdm(total=total_steps, initial=state.step, desc="sft", dynamic_ncols=True,
-               disable=not (run.is_main and cfg.run.progress))
-    while state.step < total_steps:
-        batches = epoch_batches(
-            len(data.train), cfg.train.batch_size, seed=cfg.run.seed, epoch=state.epoch,
-            lengths=lengths if cfg.data.group_by_length else None)
-        for batch in batches[state.batch_in_epoch:]:
-            metrics, outcome = sft_update(
-                model, optimizer, scheduler, run.accelerator, data.train, batch,
-                micro_batch_size=micro_batch_size, pad_id=tokenizer.pad_token_id,
-                max_grad_norm=cfg.train.max_grad_norm,
-                is_finite=lambda quantities: run.finite_or_skip(state.step, quantities))
-            metrics = count_outcomes(state, metrics, [outcome])
-            state.step += 1
-            state.batch_in_epoch += 1
-            metrics["train/epoch"] = state.epoch + state.batch_in_epoch / len(batches)
-            bar.update(1)
-            if "train/loss" in metrics:
-                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
-            if state.step % cfg.run.log_every == 0:
-                run.log(state.step, metrics)
-            end_of_epoch = state.batch_in_epoch == len(batches)
-            if end_of_epoch or (cfg.run.eval_every and state.step % cfg.run.eval_every == 0):
-                evaluate(state.step)
-            if end_of_epoch:
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            run.end_of_step(state, checkpointed, last=state.step == total_steps)
-            if state.step == total_steps:
-                break
-    bar.close()
-    final = evaluate(state.step)
-    _finish(run, model, tokenizer, final)
+    training = start_training(run, model, cfg.train, n_examples=len(data.train))
+    pad_id = tokenizer.pad_token_id
+    task = SupervisedTask(
+        name="sft", n_examples=len(data.train),
+        lengths=[len(ids) for ids in data.train.input_ids] if cfg.data.group_by_length else None,
+        update=lambda batch, is_finite: sft_update(
+            training.model, training.optimizer, training.scheduler, run.accelerator,
+            data.train, batch, micro_batch_size=micro_batch_size, pad_id=pad_id,
+            max_grad_norm=cfg.train.max_grad_norm, is_finite=is_finite),
+        evaluate=lambda: evaluate_sft(training.model, data.test,
+                                      batch_size=cfg.train.eval_batch_size, pad_id=pad_id,
+                                      accelerator=run.accelerator),
+        progress=lambda metrics: {"loss": f"{metrics['train/loss']:.3f}"},
+        evaluate_at_start=True)  # the starting model's held-out loss: what SFT improves on
+    final = train_supervised(run, training, task, batch_size=cfg.train.batch_size,
+                             seed=cfg.run.seed)
+    _finish(run, training.model, tokenizer, final)
     return final
 
 
@@ -212,21 +177,6 @@ def _announce(run: Run, data: SFTDataSplits) -> None:
         counts = ", ".join(f"{k}={v}" for k, v in data.counts.items())
         print(f"[rlhf] SFT data: {len(data.train)} train / {len(data.test)} test examples "
               f"({counts})", flush=True)
-
-
-def _evaluator(cfg: SFTConfig, run: Run, model, test: TokenizedSFT, pad_id: int):
-    """A closure that evaluates on the test split and logs it, at most once per step."""
-    last: dict[int, dict[str, float]] = {}
-
-    def evaluate(step: int) -> dict[str, float]:
-        if step not in last:
-            last.clear()
-            last[step] = evaluate_sft(model, test, batch_size=cfg.train.eval_batch_size,
-                                      pad_id=pad_id, accelerator=run.accelerator)
-            run.log(step, last[step])
-        return last[step]
-
-    return evaluate
 
 
 def _finish(run: Run, model, tokenizer, final: dict[str, float]) -> None:

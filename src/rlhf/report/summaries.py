@@ -1,0 +1,170 @@
+"""The numbers of a report: each stage's summary table, the pipeline overview's one-line
+headline, the last value of every metric, and how numbers are written."""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from pathlib import Path
+
+from rlhf.report.run_files import StageRun, is_number
+
+
+def format_number(value) -> str:
+    """A value as report text: thousands separators, a few significant digits, HTML-escaped."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return escape(str(value))
+    if isinstance(value, int):
+        return f"{value:,}"
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3e}"
+    return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.1f}"
+
+
+def _last(records: list[dict], key: str):
+    values = [r[key] for r in records if is_number(r.get(key))]
+    return values[-1] if values else None
+
+
+def _first(records: list[dict], key: str):
+    values = [r[key] for r in records if is_number(r.get(key))]
+    return values[0] if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def kv_table(rows: list[tuple[str, object]]) -> str:
+    """A two-column (name, value) table; rows whose value is None are left out."""
+    body = "".join(f"<tr><th scope=\"row\">{escape(name)}</th><td class=\"num\">"
+                   f"{format_number(value)}</td></tr>" for name, value in rows
+                   if value is not None)
+    if not body:
+        return '<p class="muted">Nothing logged yet.</p>'
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
+
+
+def _steps(records: list[dict]) -> int | None:
+    steps = [r["step"] for r in records if is_number(r.get("step"))]
+    return max(steps) if steps else None
+
+
+def _artifacts(run_dir: Path) -> list[tuple[str, object]]:
+    """Checkpoints and saved model folders present in the run directory."""
+    checkpoints = sorted((p.name for p in run_dir.glob("checkpoint-*") if p.is_dir()),
+                         key=lambda name: int(name.rsplit("-", 1)[-1])
+                         if name.rsplit("-", 1)[-1].isdigit() else -1)
+    models = [f"{name}/" for name in ("model", "policy", "value") if (run_dir / name).is_dir()]
+    return [("checkpoints", f"{len(checkpoints)} (latest {checkpoints[-1]})"
+             if checkpoints else None),
+            ("saved models", ", ".join(models) or None)]
+
+
+def reward_summary(run: StageRun, scores: dict[str, list[float]]) -> list[tuple[str, object]]:
+    r = run.records
+    return [
+        ("held-out accuracy", _last(r, "eval/accuracy")),
+        ("held-out mean margin (chosen - rejected)", _last(r, "eval/margin_mean")),
+        ("held-out loss", _last(r, "eval/loss")),
+        ("held-out examples", _last(r, "eval/examples")),
+        *[(f"held-out {label} score mean (n={len(values)})", _mean(values))
+          for label, values in scores.items()],
+        ("last train accuracy", _last(r, "train/accuracy")),
+        ("last train loss", _last(r, "train/loss")),
+        ("optimizer steps", _steps(r)),
+        ("epochs", _last(r, "train/epoch")),
+        *_artifacts(run.path),
+    ]
+
+
+def ppo_summary(run: StageRun) -> list[tuple[str, object]]:
+    r = run.records
+    scored = [x for x in r if is_number(x.get("objective/score"))]
+    start, end = (scored[0], scored[-1]) if scored else ({}, {})
+    kls = [x["objective/kl"] for x in r if is_number(x.get("objective/kl"))]
+    change = (end["objective/score"] - start["objective/score"]) if scored else None
+    return [
+        ("iterations", _steps(r)),
+        (f"score at start (step {start.get('step')})", start.get("objective/score")),
+        (f"score at end (step {end.get('step')})", end.get("objective/score")),
+        ("score change", change),
+        ("mean KL over the run (nats per sequence)", _mean(kls)),
+        ("final KL", kls[-1] if kls else None),
+        ("last KL coefficient", _last(r, "objective/kl_coef")),
+        ("response length at start / end", _pair(r, "response/length")),
+        ("policy entropy at start / end", _pair(r, "policy/entropy")),
+        *_artifacts(run.path),
+    ]
+
+
+def _pair(records: list[dict], key: str) -> str | None:
+    first, last = _first(records, key), _last(records, key)
+    return None if first is None else f"{format_number(first)} → {format_number(last)}"
+
+
+def sft_summary(run: StageRun) -> list[tuple[str, object]]:
+    r = run.records
+    eval_loss = _last(r, "eval/loss")
+    perplexity = math.exp(eval_loss) if eval_loss is not None and eval_loss < 700 else None
+    return [
+        ("final eval loss", eval_loss),
+        ("eval perplexity (exp of eval loss)", perplexity),
+        ("final train loss", _last(r, "train/loss")),
+        ("optimizer steps", _steps(r)),
+        ("epochs", _last(r, "train/epoch")),
+        *_artifacts(run.path),
+    ]
+
+
+def generic_summary(run: StageRun) -> list[tuple[str, object]]:
+    return [("logged steps", _steps(run.records)), ("metric lines", len(run.records)),
+            *_artifacts(run.path)]
+
+
+def stage_summary(run: StageRun, scores: dict[str, list[float]]) -> list[tuple[str, object]]:
+    """The summary rows of a run's stage (`scores`: a reward run's held-out scores)."""
+    if run.stage == "reward":
+        return reward_summary(run, scores)
+    if run.stage == "ppo":
+        return ppo_summary(run)
+    if run.stage == "sft":
+        return sft_summary(run)
+    return generic_summary(run)
+
+
+def headline(run: StageRun) -> str:
+    """One line for the pipeline overview (already HTML)."""
+    r = run.records
+    if run.stage == "reward" and _last(r, "eval/accuracy") is not None:
+        return f"held-out accuracy {format_number(_last(r, 'eval/accuracy'))}"
+    if run.stage == "ppo" and _first(r, "objective/score") is not None:
+        return (f"score {format_number(_first(r, 'objective/score'))} → "
+                f"{format_number(_last(r, 'objective/score'))}")
+    if _last(r, "eval/loss") is not None:
+        return f"eval loss {format_number(_last(r, 'eval/loss'))}"
+    steps = _steps(r)
+    return f"{steps} steps" if steps is not None else "nothing logged yet"
+
+
+def metric_keys(records: list[dict]) -> set[str]:
+    """Every key logged with a numeric value (the step aside)."""
+    return {k for r in records for k, v in r.items() if k != "step" and is_number(v)}
+
+
+def final_metrics_table(records: list[dict]) -> str:
+    """Every numeric metric's last value and the step it was logged at."""
+    last: dict[str, tuple[object, object]] = {}
+    for record in records:
+        for key, value in record.items():
+            if key != "step" and is_number(value):
+                last[key] = (record.get("step"), value)
+    if not last:
+        return '<p class="muted">Nothing logged yet.</p>'
+    rows = "".join(f'<tr><td><code>{escape(key)}</code></td><td class="num">'
+                   f'{format_number(step)}</td><td class="num">{format_number(value)}</td></tr>'
+                   for key, (step, value) in sorted(last.items()))
+    return ('<table class="metrics"><thead><tr><th>metric</th><th>step</th><th>last value</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>")

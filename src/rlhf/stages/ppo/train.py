@@ -1,0 +1,260 @@
+"""PPO fine-tuning of a policy against a reward, with a per-token KL penalty to a frozen
+reference, a value model and GAE. An iteration reads like the algorithm (DESIGN.md):
+
+    1. sample and score      collect (rl.rollout.collect_rollout)
+    2. per-token KL          per_token_kl (k1 or k3)
+    3. shape rewards         score at the last real token, -beta * KL on every token
+    4. advantages            GAE over response tokens, whitened
+    5. update                ppo_update: epochs x minibatches x micro-batches
+    6. adapt beta, log, checkpoint
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from rlhf.algo.types import Rollout
+from rlhf.config import PPOConfig
+from rlhf.data.batching import left_pad
+from rlhf.data.prompts import load_prompts
+from rlhf.engine.checkpoint import TrainingState
+from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
+from rlhf.engine.run import Run
+from rlhf.models import save_pretrained_atomic
+from rlhf.rl.rollout import Texts, collect_rollout, concat_rollouts, gather_rows
+from rlhf.rl.schedule import IterationSchedule
+from rlhf.stages.ppo.advantages import advantages_and_returns, per_token_kl
+from rlhf.stages.ppo.metrics import iteration_metrics, throughput, write_samples
+from rlhf.stages.ppo.setup import (
+    PPOModels,
+    ScoreTransform,
+    check_lengths,
+    kl_controller,
+    load_ppo_models,
+    prepare_frozen_models,
+    score_transform,
+)
+from rlhf.stages.ppo.update import UpdateSettings, ppo_update
+
+
+def train_ppo(cfg: PPOConfig) -> dict[str, float]:
+    """Run PPO as configured; returns the last iteration's metrics."""
+    ppo = start_ppo(cfg)
+    metrics: dict[str, float] = {}
+    while ppo.state.step < ppo.schedule.iterations:
+        metrics = iteration(ppo)
+    ppo.bar.close()
+    _save_final(ppo.run, ppo.policy, ppo.value, ppo.models.tokenizer)
+    ppo.run.finish()
+    return metrics
+
+
+def iteration(ppo: PPOSession) -> dict[str, float]:
+    """One PPO iteration, the algorithm's steps in order; its metrics."""
+    cfg, step, started = ppo.cfg, ppo.state.step, time.perf_counter()
+    rollout, texts, timings = collect(ppo, step)                                         # 1.
+    raw_scores = rollout.scores
+    if not ppo.run.finite_or_skip(step, {"reward": raw_scores}):
+        # no update from an iteration whose rewards are NaN/inf
+        return end_iteration(ppo, count_outcomes(ppo.state, None, [SKIPPED]))
+    rollout.scores = ppo.transform(raw_scores, rollout.ended_with_eos)
+    kl = per_token_kl(rollout, cfg.ppo.kl_estimator)                                    # 2.
+    advantages, returns, _, non_score = advantages_and_returns(                          # 3, 4.
+        rollout, kl, ppo.kl_ctl.value, gamma=cfg.ppo.gamma, lam=cfg.ppo.lam,
+        whiten_rewards=cfg.ppo.whiten_rewards, sum_over_processes=ppo.sum_over_processes)
+    update_stats, outcomes = update(ppo, rollout, advantages, returns, timings)          # 5.
+    metrics = iteration_metrics(ppo.run, rollout, raw_scores, kl, non_score, ppo.kl_ctl.value,
+                                update_stats | timings | throughput(rollout, started))
+    metrics["train/lr"] = ppo.scheduler.get_last_lr()[0]
+    ppo.kl_ctl.update(metrics["objective/kl"], cfg.train.batch_size)                    # 6.
+    metrics = count_outcomes(ppo.state, metrics, outcomes)
+    ppo.state.extra |= {"kl_controller": ppo.kl_ctl.state_dict(),
+                        "score_transform": vars(ppo.transform)}
+    return end_iteration(ppo, metrics, texts, rollout)
+
+
+@dataclass
+class PPOSession:
+    """What every iteration of a PPO run uses, set up once by `start_ppo`."""
+
+    cfg: PPOConfig
+    run: Run
+    models: PPOModels
+    policy: Any
+    """The policy and value model as accelerate prepared them (DDP-wrapped with several
+    processes); `models` keeps the reference, the scorer and the tokenizer."""
+    value: Any
+    optimizer: Any
+    scheduler: Any
+    schedule: IterationSchedule
+    prompt_ids: list[list[int]]
+    score_prompts: list[str]
+    """The prompt text the reward model reads for each prompt."""
+    settings: UpdateSettings
+    state: TrainingState
+    kl_ctl: Any
+    transform: ScoreTransform
+    bar: Any
+
+    @property
+    def checkpointed(self) -> dict[str, dict]:
+        return {"models": {"policy": self.policy, "value": self.value},
+                "optimizers": {"ppo": self.optimizer}, "schedulers": {"ppo": self.scheduler}}
+
+    @property
+    def sum_over_processes(self):
+        """An all-reduce sum for statistics of the global batch (None with one process)."""
+        return self.run.sum_over_processes if self.run.accelerator.num_processes > 1 else None
+
+
+def start_ppo(cfg: PPOConfig) -> PPOSession:
+    """Models, prompts, the optimizer and its schedule, the run started (resumed from its
+    newest checkpoint when asked), the KL controller and the score transform."""
+    run = Run(cfg.run, cfg, stage="ppo")
+    _, per_minibatch, micro = cfg.batch_split(run.accelerator.num_processes)
+    models = load_ppo_models(cfg, run.device)
+    check_lengths(cfg, models)
+    prompts, prompt_ids = load_prompts(
+        cfg.data.path, name=cfg.data.name, split=cfg.data.split, template=cfg.data.template,
+        columns=dict(cfg.data.columns), tokenizer=models.tokenizer,
+        max_prompt_tokens=cfg.data.max_prompt_tokens, context_chars=cfg.data.context_chars,
+        max_samples=cfg.data.max_samples, seed=cfg.run.seed)
+    schedule = IterationSchedule(len(prompt_ids), cfg)
+    optimizer, scheduler = adamw_with_schedule(
+        list(models.policy.parameters()) + list(models.value.parameters()),
+        learning_rate=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay,
+        scheduler=cfg.train.scheduler, warmup_ratio=cfg.train.warmup_ratio,
+        total_steps=schedule.iterations * cfg.ppo.ppo_epochs * cfg.ppo.num_minibatches)
+    policy, value, optimizer = run.accelerator.prepare(models.policy, models.value, optimizer)
+    prepare_frozen_models(run, models)
+    ppo = PPOSession(
+        cfg=cfg, run=run, models=models, policy=policy, value=value, optimizer=optimizer,
+        scheduler=scheduler, schedule=schedule, prompt_ids=prompt_ids,
+        score_prompts=_score_prompts(cfg, prompts), state=None, kl_ctl=kl_controller(cfg),
+        transform=None, bar=None, settings=UpdateSettings(
+            ppo_epochs=cfg.ppo.ppo_epochs, per_minibatch=per_minibatch, micro_batch_size=micro,
+            clip_range=cfg.ppo.clip_range, value_clip_range=cfg.ppo.value_clip_range,
+            vf_coef=cfg.ppo.vf_coef, temperature=cfg.generate.temperature,
+            max_grad_norm=cfg.train.max_grad_norm, target_approx_kl=cfg.ppo.target_approx_kl,
+            ratio_threshold=cfg.ppo.ratio_threshold, seed=cfg.run.seed))
+    ppo.state = run.start(**ppo.checkpointed)
+    _restore_or_measure(ppo)
+    ppo.bar = tqdm(total=schedule.iterations, initial=ppo.state.step, desc="ppo",
+                   dynamic_ncols=True, disable=not (run.is_main and cfg.run.progress))
+    return ppo
+
+
+def _restore_or_measure(ppo: PPOSession) -> None:
+    """The KL controller and score transform from the checkpoint, or measured anew."""
+    if "kl_controller" in ppo.state.extra:
+        ppo.kl_ctl.load_state_dict(ppo.state.extra["kl_controller"])
+        ppo.transform = ScoreTransform(**ppo.state.extra["score_transform"])
+    else:
+        ppo.transform = _initial_transform(ppo)
+
+
+def _score_prompts(cfg: PPOConfig, prompts) -> list[str]:
+    """The prompt text the reward model reads for each prompt."""
+    if cfg.data.reward_prompt == "instruction":
+        return [row.get("instruction") or row.get("prompt") or "" for row in prompts.raw]
+    return list(prompts.prompts)
+
+
+def collect(ppo: PPOSession, step: int) -> tuple[Rollout, Texts, dict[str, float]]:
+    """Step 1 for this process's prompts of the iteration: (rollout, texts, seconds per phase)."""
+    indices = ppo.schedule.local_prompts(step, ppo.run.accelerator)
+    timings: dict[str, float] = {}
+    rollout, texts = _collect(ppo, ppo.policy, ppo.value, indices,
+                              ppo.schedule.response_lengths(step, indices),
+                              ppo.schedule.row_seeds(step, indices), timings)
+    return rollout, texts, timings
+
+
+def _collect(ppo: PPOSession, policy, value, indices: list[int], lengths: list[int],
+             row_seeds: list[int], timings: dict) -> tuple[Rollout, Texts]:
+    """Step 1 in chunks of train.rollout_batch_size rows (all at once when 0), under the
+    trained models' autocast, so the value and score heads run at the update's precision."""
+    models, run = ppo.models, ppo.run
+    query_ids, query_mask = left_pad([ppo.prompt_ids[i] for i in indices],
+                                     models.tokenizer.pad_token_id)
+    query_ids, query_mask = query_ids.to(run.device), query_mask.to(run.device)
+    score_prompts = [ppo.score_prompts[i] for i in indices]
+    chunk = ppo.cfg.train.rollout_batch_size or len(query_ids)
+    parts, texts = [], Texts(prompts=[], responses=[])
+    for start in range(0, len(query_ids), chunk):
+        rows = slice(start, start + chunk)
+        with run.accelerator.autocast():
+            rollout, part_texts = collect_rollout(
+                policy, models.reference, value, models.scorer, query_ids=query_ids[rows],
+                query_mask=query_mask[rows], score_prompts=score_prompts[rows],
+                tokenizer=models.tokenizer, max_new_tokens=lengths[rows],
+                temperature=ppo.cfg.generate.temperature, stop_token_ids=models.stop_ids,
+                row_seeds=row_seeds[rows], timings=timings)
+        parts.append(rollout)
+        texts.prompts += part_texts.prompts
+        texts.responses += part_texts.responses
+    return concat_rollouts(parts, models.tokenizer.pad_token_id), texts
+
+
+def _initial_transform(ppo: PPOSession) -> ScoreTransform:
+    """Score normalisation fixed before training. For 'reference': gain and bias that give
+    the initial policy (= the reference) scores of mean 0 and std 1, measured on samples
+    drawn as training draws them (the first iterations' prompts, each response's length
+    limit drawn as training draws it, the same temperature): with a length-sensitive reward,
+    samples all of max_new_tokens put normalised training scores 2 to 4 std from 0."""
+    reference_scores = None
+    if ppo.cfg.ppo.score_normalization == "reference":
+        indices = ppo.schedule.first_prompts(ppo.cfg.ppo.normalization_samples)
+        rollout, _ = _collect(ppo, ppo.models.reference, None, indices,
+                              ppo.schedule.response_lengths(-1, indices),
+                              ppo.schedule.row_seeds(-1, indices), {})
+        reference_scores = rollout.scores.cpu()
+    return score_transform(ppo.cfg, ppo.models.reward_stats, reference_scores)
+
+
+def update(ppo: PPOSession, rollout: Rollout, advantages, returns,
+           timings: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Step 5 on the global batch (every process's rows; `rl.rollout.gather_rows`)."""
+    ppo.policy.train()
+    started = time.perf_counter()
+    stats, outcomes = ppo_update(
+        ppo.policy, ppo.value, ppo.optimizer, ppo.scheduler, ppo.run.accelerator,
+        *gather_rows(ppo.run.accelerator, rollout, advantages, returns,
+                     pad_id=ppo.models.tokenizer.pad_token_id),
+        ppo.settings, lambda quantities: ppo.run.finite_or_skip(ppo.state.step, quantities),
+        iteration=ppo.state.step)
+    timings["time/update"] = time.perf_counter() - started
+    return stats, outcomes
+
+
+def end_iteration(ppo: PPOSession, metrics: dict[str, float], texts: Texts | None = None,
+                  rollout: Rollout | None = None) -> dict[str, float]:
+    """Step 6's bookkeeping: count the iteration, log it (and samples every samples_every
+    iterations and after the first), checkpoint when due; the metrics."""
+    ppo.state.step += 1
+    step, cfg = ppo.state.step, ppo.cfg
+    if step % cfg.run.log_every == 0:
+        ppo.run.log(step, metrics)
+    ppo.bar.update(1)
+    if rollout is not None:  # a skipped iteration has no samples to show
+        ppo.bar.set_postfix(score=f"{metrics['objective/score']:.3f}",
+                            kl=f"{metrics['objective/kl']:.3f}")
+        if cfg.samples_every and (step % cfg.samples_every == 0 or step == 1):
+            write_samples(ppo.run, step, texts, rollout)
+    ppo.run.end_of_step(ppo.state, ppo.checkpointed, last=step == ppo.schedule.iterations)
+    return metrics
+
+
+def _save_final(run: Run, policy, value, tokenizer) -> None:
+    """The policy (and value model) as save_pretrained folders."""
+    if run.is_main:
+        save_pretrained_atomic(run.accelerator.unwrap_model(policy), tokenizer,
+                               run.output_dir / "policy")
+        save_pretrained_atomic(run.accelerator.unwrap_model(value), tokenizer,
+                               run.output_dir / "value")
+        print(f"[rlhf] policy saved to {run.output_dir / 'policy'}", flush=True)
+    run.accelerator.wait_for_everyone()
