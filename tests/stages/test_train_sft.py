@@ -26,7 +26,7 @@ from rlhf.stages.sft import next_token_logprobs, train_sft
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "sft" / "tiny.yaml"
 TRAIN_KEYS = {"train/loss", "train/perplexity", "train/tokens", "train/grad_norm", "train/lr",
               "train/epoch", "train/skipped_batches", "train/overflow_steps"}

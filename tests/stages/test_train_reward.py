@@ -18,7 +18,7 @@ from rlhf.stages.reward import train_reward
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "reward" / "tiny.yaml"
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test" / "test.jsonl.gz"
 

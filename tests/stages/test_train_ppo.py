@@ -16,7 +16,7 @@ from rlhf.stages.reward import train_reward
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "ppo" / "tiny.yaml"
 DOLLY = ROOT.parent / "shared" / "data" / "dolly-15k-prompts-oneill"
 

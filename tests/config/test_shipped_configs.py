@@ -11,7 +11,7 @@ import pytest
 
 from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 DEMO_CONFIGS = ROOT / "src" / "rlhf" / "demo_configs"  # package data: `rlhf demo` reads them
 SCHEMAS = {"ppo": PPOConfig, "reward": RewardConfig, "sft": SFTConfig}

@@ -7,7 +7,7 @@ import pytest
 from rlhf.config import PPOConfig, RewardConfig, load_config, to_yaml
 from rlhf.errors import UserError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from rlhf.stages.reward import train_reward
 
 pytestmark = pytest.mark.slow
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "reward" / "tiny.yaml"
+TINY = Path(__file__).resolve().parents[2] / "configs" / "reward" / "tiny.yaml"
 
 
 def ultrafeedback_rows(n: int) -> list[dict]:

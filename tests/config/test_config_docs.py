@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from rlhf.cli import main
 from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAGES = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig}
 REQUIRED = {
     "sft": ["data.path", "model.name_or_path"],

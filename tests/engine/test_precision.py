@@ -18,7 +18,7 @@ from rlhf.engine.run import Run
 from rlhf.models import frozen_copy, load_policy, load_reward_model
 from rlhf.reward.scorers import RewardModelScorer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bf16_run(tmp_path: Path) -> Run:

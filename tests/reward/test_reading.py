@@ -18,7 +18,7 @@ from rlhf.reward.scorers import RewardModelScorer
 from rlhf.stages.ppo.setup import load_ppo_models
 from rlhf.stages.reward import prepare_reward_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Prompt/response boundaries where GPT-2's BPE splits prompt + response exactly as it splits
 # them apart (the default "pair" template of a GPT-2 tokenizer is ids(prompt) + ids(response));
 # the last response already ends with the EOS text, to which TRL adds nothing.
