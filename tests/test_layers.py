@@ -84,9 +84,13 @@ def test_imports_follow_the_layers(path: Path) -> None:
             assert RANK[target] < RANK[own], f"{where}: a layer above or beside its own"
 
 
-def test_no_stage_imports_the_report() -> None:
+def test_no_stage_imports_the_report_or_another_stage() -> None:
     for path in (SRC / "stages").rglob("*.py"):
-        assert not any(m.startswith("rlhf.report") for _, m in imports(path)), path
+        stage = "rlhf." + ".".join(path.relative_to(SRC).with_suffix("").parts[:2])
+        for line, module in imports(path):
+            assert not module.startswith("rlhf.report"), f"{path}:{line} imports {module}"
+            if module.startswith("rlhf.stages."):
+                assert module.startswith(stage), f"{path}:{line}: another stage, {module}"
 
 
 def test_sizes() -> None:

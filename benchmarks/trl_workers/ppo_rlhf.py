@@ -1,7 +1,7 @@
 """rlhf side of the PPO comparison (main venv): a real `rlhf.stages.ppo.train.train_ppo` run.
 
 Iteration time is the wall time between the ends of consecutive iterations (the loop's
-`_log_iteration` hook, wrapped here), so it covers everything the loop does. The final
+`end_iteration` step, wrapped here), so it covers everything the loop does. The final
 save_pretrained of policy and value (after the last iteration; TRL saves nothing with
 save_strategy="no") is skipped.
 
@@ -25,14 +25,14 @@ def main() -> None:
     from rlhf.config import PPOConfig, load_config
 
     clock, rss = StepClock(), []
-    log_iteration = loop._log_iteration
+    end_iteration = loop.end_iteration
 
-    def timed_log_iteration(*args, **kwargs):
+    def timed_end_iteration(*args, **kwargs):
         clock.mark()
         rss.append(peak_rss_mb())
-        return log_iteration(*args, **kwargs)
+        return end_iteration(*args, **kwargs)
 
-    loop._log_iteration = timed_log_iteration
+    loop.end_iteration = timed_end_iteration
     loop._save_final = lambda *args, **kwargs: None
     made = {}
     adamw_with_schedule = loop.adamw_with_schedule

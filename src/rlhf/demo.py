@@ -1,7 +1,7 @@
 """`rlhf demo`: the whole RLHF pipeline offline on a laptop CPU in a few minutes.
 
-It mirrors the mission's task (people preferring more vividly descriptive continuations) on
-the package's own synthetic data and built-in tiny models:
+It mirrors the reference workload's task (people preferring more vividly descriptive
+continuations) on the package's own synthetic data and built-in tiny models:
 
 1. data: scene openings with a plain and a vivid continuation (`builtin:` sources), and
    byte-level BPE tokenizers trained on them (`builtin:tiny-gpt2`, `builtin:tiny-roberta`);

@@ -1,6 +1,7 @@
-"""Every YAML under configs/ loads and validates offline with its stage's schema; the seed
-configs keep the seed notebook's numbers (trl 0.11.4 defaults, docs/seed.md), and the
-recommended configs differ from them only where docs/seed.md says why."""
+"""Every YAML under configs/ loads and validates offline with its stage's schema; the trl 0.11.4
+configs of the reference workload keep the numbers its original notebook ran (trl 0.11.4
+defaults, docs/trl-0.11-settings.md), and the recommended configs differ from them only where
+docs/trl-0.11-settings.md says why."""
 
 import dataclasses
 import socket
@@ -73,7 +74,7 @@ def test_every_config_loads_and_validates_offline(path: Path, no_network: None) 
 
 # -- stage 2: PPO ---------------------------------------------------------------------------
 
-SEED_PPO = {
+TRL_0_11_PPO = {
     # trl 0.11.4 PPOConfig defaults (trl/trainer/ppo_config.py) with learning_rate 1.41e-5
     "train.batch_size": 128,
     "ppo.num_minibatches": 1,  # mini_batch_size 128, gradient_accumulation_steps 1
@@ -113,7 +114,7 @@ SEED_PPO = {
     "data.context_chars": 500,
     "data.max_prompt_tokens": 50,
 }
-DELIBERATE_PPO = {  # where rlhf departs from the seed on purpose (commented in the YAML)
+DELIBERATE_PPO = {  # where rlhf departs from trl 0.11.4 on purpose (commented in the YAML)
     "data.reward_prompt": "instruction",
     "model.reward_template": "pair",
     "model.value_init": "policy",
@@ -127,15 +128,15 @@ RECOMMENDED_PPO_CHANGES = {
 DOLLY_PROMPTS = 15_015  # argilla/databricks-dolly-15k-curated-en
 
 
-def test_the_ppo_seed_config_keeps_the_seed_settings() -> None:
+def test_the_dolly_config_keeps_the_trl_0_11_settings() -> None:
     cfg = flat(load_config(PPOConfig, CONFIGS / "ppo/dolly_gpt2.yaml"))
-    assert {key: cfg[key] for key in SEED_PPO} == SEED_PPO
+    assert {key: cfg[key] for key in TRL_0_11_PPO} == TRL_0_11_PPO
     assert {key: cfg[key] for key in DELIBERATE_PPO} == DELIBERATE_PPO
 
 
 @pytest.mark.parametrize("overrides", [[], ["ppo.total_episodes=0"]],
                          ids=["total_episodes", "epochs"])
-def test_the_ppo_seed_config_takes_the_seeds_468_optimizer_steps(overrides: list[str]) -> None:
+def test_the_dolly_config_takes_trl_0_11s_468_optimizer_steps(overrides: list[str]) -> None:
     from rlhf.rl.schedule import IterationSchedule
 
     cfg = load_config(PPOConfig, CONFIGS / "ppo/dolly_gpt2.yaml", overrides)
@@ -150,7 +151,7 @@ def test_the_ppo_seed_config_takes_the_seeds_468_optimizer_steps(overrides: list
 
 # -- stage 1: reward model ------------------------------------------------------------------
 
-SEED_REWARD = {
+TRL_0_11_REWARD = {
     # the notebook's choices; the rest are RewardConfig's = transformers TrainingArguments'
     "model.name_or_path": "distilroberta-base",
     "data.path": "trl-lib/lm-human-preferences-descriptiveness",
@@ -170,27 +171,27 @@ SEED_REWARD = {
 RECOMMENDED_REWARD_CHANGES = {"run.output_dir", "model.disable_dropout", "train.epochs"}
 
 
-def test_the_reward_seed_config_keeps_the_seed_settings() -> None:
+def test_the_descriptiveness_config_keeps_the_trl_0_11_settings() -> None:
     cfg = flat(load_config(RewardConfig, CONFIGS / "reward/descriptiveness.yaml"))
-    assert {key: cfg[key] for key in SEED_REWARD} == SEED_REWARD
+    assert {key: cfg[key] for key in TRL_0_11_REWARD} == TRL_0_11_REWARD
     assert cfg["data.template"] == "pair"
 
 
 # -- recommended configs --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("schema", "seed", "recommended", "changes"), [
+@pytest.mark.parametrize(("schema", "reproduced", "recommended", "changes"), [
     (PPOConfig, "ppo/dolly_gpt2.yaml", "ppo/dolly_gpt2_recommended.yaml",
      RECOMMENDED_PPO_CHANGES),
     (RewardConfig, "reward/descriptiveness.yaml", "reward/descriptiveness_recommended.yaml",
      RECOMMENDED_REWARD_CHANGES),
 ], ids=["ppo", "reward"])
-def test_a_recommended_config_differs_from_the_seed_only_where_docs_say_why(
-        schema: type, seed: str, recommended: str, changes: set[str]) -> None:
-    seed_cfg = flat(load_config(schema, CONFIGS / seed))
+def test_a_recommended_config_differs_from_trl_0_11_only_where_docs_say_why(
+        schema: type, reproduced: str, recommended: str, changes: set[str]) -> None:
+    trl_cfg = flat(load_config(schema, CONFIGS / reproduced))
     ours = flat(load_config(schema, CONFIGS / recommended))
-    differing = {key for key in seed_cfg if seed_cfg[key] != ours[key]}
-    assert differing == changes, "update docs/seed.md and this test together"
-    doc = (ROOT / "docs/seed.md").read_text()
+    differing = {key for key in trl_cfg if trl_cfg[key] != ours[key]}
+    assert differing == changes, "update docs/trl-0.11-settings.md and this test together"
+    doc = (ROOT / "docs/trl-0.11-settings.md").read_text()
     for key in changes - {"run.output_dir"}:
         assert f"`{key}`" in doc or f"`{key.rsplit('.', 1)[1]}`" in doc, key

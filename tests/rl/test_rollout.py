@@ -121,7 +121,7 @@ def test_collect_rollout_scores_truncated_text(policy) -> None:
 
 
 def test_each_row_stops_at_its_own_length_limit_and_the_mask_knows_it(policy) -> None:
-    """The seed's per-sample LengthSampler: row i samples at most limits[i] tokens; the
+    """trl 0.11.4's per-sample LengthSampler: row i samples at most limits[i] tokens; the
     response mask ends there too (pad == EOS must not look like a stop or a real token)."""
     model, tokenizer = policy
     query_ids, query_mask = left_pad(prompts_of(tokenizer), tokenizer.pad_token_id)

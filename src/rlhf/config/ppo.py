@@ -27,7 +27,8 @@ class PromptDataConfig:
     columns: dict[str, str] = field(default_factory=dict)
     """Maps canonical names (instruction, context, prompt, messages) to the file's columns."""
     context_chars: int = 500
-    """Dolly context is cut to this many characters before tokenising (as in the seed)."""
+    """Dolly context is cut to this many characters before tokenising (as the reference
+    dolly/GPT-2 workload did with trl 0.11.4)."""
     max_prompt_tokens: int = 64
     """Longer prompts are shortened inside the context/instruction, never losing the
     '### Response:' marker; plain prompts lose their start."""
@@ -102,7 +103,7 @@ class GenerateConfig:
     """Longest response in tokens."""
     min_new_tokens: int | None = None
     """When set, each response draws its own length limit uniformly from [min, max], keyed by
-    (seed, iteration, prompt) like the seed's per-sample LengthSampler; a row still stops early
+    (seed, iteration, prompt) like trl 0.11.4's per-sample LengthSampler; a row still stops early
     at a stop token. None: every response may use max_new_tokens."""
     temperature: float = 0.7
     """Sampling temperature; log-probs everywhere use logits / temperature."""

@@ -150,7 +150,8 @@ def _fit_dolly(tokenizer, encode, instruction: str, context: str, n_full: int, s
                max_tokens: int, context_chars: int) -> tuple[list[int], str]:
     """Shorten the end of the context first (dropping its block when none is left), then the
     end of the instruction; the headers and '### Response:' marker always stay, because the
-    seed's left-to-right cut lost the marker on a third of dolly prompts."""
+    reference dolly/GPT-2 workload's left-to-right cut lost the marker on a third of dolly
+    prompts."""
     context = context[:context_chars]
     if context.strip():
         tokens = _FieldTokens.inside(context, dolly_context_start(instruction), spans, tokenizer)

@@ -22,7 +22,7 @@ def check_template(template: str) -> None:
 
 
 def render_dolly(instruction: str, context: str, *, context_chars: int) -> str:
-    """The seed's dolly prompt. With a context:
+    """The dolly prompt of the reference dolly/GPT-2 workload. With a context:
 
         "### Instruction:\\n{instruction}\\n\\n### Context:\\n{context}\\n\\n### Response:\\n"
 
@@ -30,7 +30,7 @@ def render_dolly(instruction: str, context: str, *, context_chars: int) -> str:
 
         "### Instruction:\\n{instruction}\\n\\n### Response:\\n"
 
-    The context is cut to its first `context_chars` characters first, as the seed did. Field
+    The context is cut to its first `context_chars` characters first, as that workload did. Field
     text is used verbatim (no stripping), so the prompt ends with exactly one newline after the
     marker and the policy starts its answer on a fresh line.
     """

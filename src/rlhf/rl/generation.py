@@ -41,7 +41,7 @@ def sample_responses(
 
     `query_ids` (B, Q) are left-padded and `query_mask` (B, Q) is True on real tokens. Position
     ids come from the mask, so a padded prompt is continued exactly as it would be alone.
-    `max_new_tokens` is one limit for every row or one per row (the seed's per-sample
+    `max_new_tokens` is one limit for every row or one per row (trl 0.11.4's per-sample
     LengthSampler); build the response mask from the same limits (`masking.within_lengths`).
     Temperature 0 means greedy decoding. `row_seeds` (B,) seeds each row's sampling noise;
     without them the noise comes from torch's global generator.

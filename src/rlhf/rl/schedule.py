@@ -48,7 +48,7 @@ class IterationSchedule:
 
     def response_lengths(self, iteration: int, indices: list[int]) -> list[int]:
         """Each prompt's response length limit: max_new_tokens, or a draw from [min, max]
-        keyed by (seed, iteration, prompt), like the seed's per-sample LengthSampler."""
+        keyed by (seed, iteration, prompt), like trl 0.11.4's per-sample LengthSampler."""
         if self.min_new is None:
             return [self.max_new] * len(indices)
         choices = self.max_new - self.min_new + 1
