@@ -16,6 +16,9 @@ from typing import NoReturn
 
 from rlhf.errors import NonFiniteError, StoppedBySignal, UserError
 
+# Every handler imports what it needs when it runs: torch, transformers and the stages load only
+# for the subcommand that uses them, so `rlhf --help` and `rlhf config` stay instant.
+
 
 def _train_sft(args: argparse.Namespace) -> None:
     from rlhf.config import SFTConfig, load_config
@@ -294,7 +297,7 @@ def _add_batching(parser: argparse.ArgumentParser) -> None:
 
 def _quiet_library_progress_bars() -> None:
     """Our own bars show progress; transformers' per-file load/save bars are noise."""
-    from transformers.utils import logging
+    from transformers.utils import logging  # only for subcommands that load models anyway
 
     logging.disable_progress_bar()
 
