@@ -10,7 +10,7 @@ the dataclass that owns it (`__post_init__`) before any model is loaded.
 Imports only the standard library, OmegaConf and rlhf.errors (DESIGN.md dependency rule).
 """
 
-from rlhf.config.common import BatchTrainConfig, OptimizerConfig, RunConfig
+from rlhf.config.common import BatchTrainConfig, ExampleDataConfig, OptimizerConfig, RunConfig
 from rlhf.config.loading import BOOLEAN_WORDS, load_config, merge_config, to_yaml
 from rlhf.config.ppo import (
     GenerateConfig,
@@ -38,6 +38,7 @@ __all__ = [
     "BOOLEAN_WORDS",
     "SFT_COLUMNS",
     "BatchTrainConfig",
+    "ExampleDataConfig",
     "GenerateConfig",
     "OptimizerConfig",
     "PPOAlgoConfig",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from omegaconf import MISSING
+
 from rlhf.errors import UserError
 
 
@@ -128,3 +130,36 @@ class BatchTrainConfig(OptimizerConfig):
               f"(train.batch_size {self.batch_size} / {num_processes} processes); use a "
               f"divisor of {per_process}")
         return micro, per_process // micro
+
+
+@dataclass
+class ExampleDataConfig:
+    """Where a supervised stage's examples come from and how they are split and batched; each
+    stage's data section adds how its examples are read."""
+
+    path: str = MISSING
+    """Hub dataset name, local file (.json/.jsonl/.jsonl.gz/.csv/.parquet), folder or
+    save_to_disk folder."""
+    name: str | None = None
+    """Hub dataset configuration name, if the dataset has several."""
+    split: str = "train"
+    """Split to train on."""
+    test_split: str = "test"
+    """Split to evaluate on. The default 'test' may be absent (then test_fraction is held out);
+    any other name must exist. Set it to the value of split to hold out test_fraction."""
+    test_fraction: float = 0.1
+    """Fraction of the training rows held out (seeded) when there is no test split."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Maps canonical names to the file's column names."""
+    max_length: int = 512
+    """Token limit per example; longer inputs lose the start of the prompt."""
+    max_samples: int | None = None
+    """Use at most this many training (and test) examples; None for all."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (shuffled batch order) to cut padding."""
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)")
+        check(self.max_length >= 8, "data.max_length", "must be >= 8")
+        check(self.max_samples is None or self.max_samples >= 1, "data.max_samples",
+              "must be >= 1 or null")

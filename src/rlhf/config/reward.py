@@ -7,46 +7,30 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from rlhf.config.common import BatchTrainConfig, RunConfig, check
+from rlhf.config.common import BatchTrainConfig, ExampleDataConfig, RunConfig, check
 
 
 @dataclass
-class PreferenceDataConfig:
+class PreferenceDataConfig(ExampleDataConfig):
     """Preference pairs (prompt, chosen, rejected) or best-of-N lists, and how to tokenise them."""
 
     path: str = MISSING
     """Hub dataset name, local file (.json/.jsonl/.jsonl.gz/.csv/.parquet), save_to_disk folder,
     or 'builtin:descriptiveness' (synthetic data made by the package)."""
-    name: str | None = None
-    """Hub dataset configuration name, if the dataset has several."""
-    split: str = "train"
-    """Split to train on."""
-    test_split: str = "test"
-    """Split to evaluate on. The default 'test' may be absent (then test_fraction is held out);
-    any other name must exist. Set it to the value of split to hold out test_fraction."""
-    test_fraction: float = 0.1
-    """Fraction of the training rows held out (seeded) when there is no test split."""
     columns: dict[str, str] = field(default_factory=dict)
     """Maps canonical names to the file's column names, e.g. {chosen: good, rejected: bad}."""
+    max_length: int = 512
+    """Token limit per (prompt, response); longer inputs lose the start of the prompt."""
     template: str = "pair"
     """How the reward model reads text: 'pair' = tokenizer(prompt, response) sentence-pair
     encoding; 'concat' = tokenizer(prompt + separator + response)."""
     separator: str = "\n"
     """Text between prompt and response for template 'concat'."""
-    max_length: int = 512
-    """Token limit per (prompt, response); longer inputs lose the start of the prompt."""
-    max_samples: int | None = None
-    """Use at most this many training (and test) examples; None for all."""
-    group_by_length: bool = True
-    """Batch examples of similar length together (shuffled batch order) to cut padding."""
 
     def __post_init__(self) -> None:
-        check(0.0 < self.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)")
+        super().__post_init__()
         check(self.template in ("pair", "concat"), "data.template",
               f"'{self.template}' is not one of pair, concat")
-        check(self.max_length >= 8, "data.max_length", "must be >= 8")
-        check(self.max_samples is None or self.max_samples >= 1, "data.max_samples",
-              "must be >= 1 or null")
 
 
 @dataclass

@@ -7,47 +7,31 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from rlhf.config.common import BatchTrainConfig, RunConfig, check
+from rlhf.config.common import BatchTrainConfig, ExampleDataConfig, RunConfig, check
 
 SFT_COLUMNS = ("prompt", "response", "messages")
 
 
 @dataclass
-class SFTDataConfig:
+class SFTDataConfig(ExampleDataConfig):
     """(prompt, response) examples for supervised fine-tuning, and how to tokenise them."""
 
     path: str = MISSING
     """Hub dataset name, local file (.json/.jsonl/.jsonl.gz/.csv/.parquet), folder, save_to_disk
     folder, 'builtin:descriptiveness-sft' (synthetic scene openings with their plain
     continuation) or 'builtin:descriptiveness' (the preference data; trains on 'chosen')."""
-    name: str | None = None
-    """Hub dataset configuration name, if the dataset has several."""
-    split: str = "train"
-    """Split to train on."""
-    test_split: str = "test"
-    """Split to evaluate on. The default 'test' may be absent (then test_fraction is held out);
-    any other name must exist. Set it to the value of split to hold out test_fraction."""
-    test_fraction: float = 0.1
-    """Fraction of the training rows held out (seeded) when there is no test split."""
     columns: dict[str, str] = field(default_factory=dict)
     """Maps canonical names (prompt, response, messages) to the data's columns, e.g.
     {response: chosen}. Without it the response is 'response', 'completion' or 'chosen'."""
     max_length: int = 512
     """Token limit per example (prompt + response + EOS); longer ones lose the start of the
     prompt, and only a response that alone is too long loses its end."""
-    max_samples: int | None = None
-    """Use at most this many training (and test) examples; None for all."""
-    group_by_length: bool = True
-    """Batch examples of similar length together (shuffled batch order) to cut padding."""
 
     def __post_init__(self) -> None:
-        check(0.0 < self.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)")
+        super().__post_init__()
         unknown = sorted(set(self.columns) - set(SFT_COLUMNS))
         check(not unknown, "data.columns",
               f"unknown name(s) {', '.join(unknown)}; use {', '.join(SFT_COLUMNS)}")
-        check(self.max_length >= 8, "data.max_length", "must be >= 8")
-        check(self.max_samples is None or self.max_samples >= 1, "data.max_samples",
-              "must be >= 1 or null")
 
 
 @dataclass
