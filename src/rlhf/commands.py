@@ -7,6 +7,7 @@ import json
 
 from accelerate import Accelerator
 
+from rlhf.algo.masking import response_mask_after_stop
 from rlhf.data.batching import left_pad
 from rlhf.data.preferences import normalize_rows, subset
 from rlhf.data.prompts import load_prompts
@@ -16,7 +17,8 @@ from rlhf.errors import UserError
 from rlhf.models import load_policy, load_reward_model
 from rlhf.reward.reading import reading_length, reward_model_reading
 from rlhf.reward.scorers import RewardModelScorer
-from rlhf.rl.generation import row_seed, sample_responses
+from rlhf.rl.generation import row_seed, sample_responses, stop_token_ids
+from rlhf.rl.rollout import decode_responses
 from rlhf.stages.reward import evaluate_reward
 
 
@@ -28,7 +30,7 @@ def generate_file(model_path: str, prompts_path: str, output_path: str, *, templ
     model.eval()
     prompts, prompt_ids = load_prompts(prompts_path, template=template, tokenizer=tokenizer,
                                        max_prompt_tokens=max_prompt_tokens)
-    stops = [tokenizer.eos_token_id]
+    stops = stop_token_ids(tokenizer, None)
     with open(output_path, "w", encoding="utf-8") as handle:
         for start in range(0, len(prompt_ids), batch_size):
             query_ids, query_mask = left_pad(prompt_ids[start:start + batch_size],
@@ -38,12 +40,11 @@ def generate_file(model_path: str, prompts_path: str, output_path: str, *, templ
                                          max_new_tokens=max_new_tokens, temperature=temperature,
                                          stop_token_ids=stops, pad_id=tokenizer.pad_token_id,
                                          row_seeds=seeds)
-            for offset, ids in enumerate(responses.tolist()):
-                kept = ids[:ids.index(stops[0])] if stops[0] in ids else ids
+            texts = decode_responses(tokenizer, responses,
+                                     response_mask_after_stop(responses, stops), stops)
+            for offset, text in enumerate(texts):
                 handle.write(json.dumps({"prompt": prompts.prompts[start + offset],
-                                         "response": tokenizer.decode(kept,
-                                                                      skip_special_tokens=True)},
-                                        ensure_ascii=False) + "\n")
+                                         "response": text}, ensure_ascii=False) + "\n")
     return len(prompt_ids)
 
 

@@ -13,6 +13,7 @@ import random
 import numpy as np
 import torch
 
+from rlhf.algo.masking import within_lengths
 from rlhf.data.reward_text import TokenizedPreferences
 
 # Length grouping sorts within windows of this many batches: padding shrinks, but which examples
@@ -75,12 +76,8 @@ def pad_sequences(sequences: list[list[int]], pad_id: int,
         raise ValueError("pad_id is None: give the tokenizer a pad token first")
     ids = pad_to_longest(sequences, pad_id, side)  # (B, T)
     lengths = torch.tensor([len(sequence) for sequence in sequences])  # (B,)
-    positions = torch.arange(ids.shape[1])  # (T,)
-    if side == "right":
-        mask = positions[None, :] < lengths[:, None]  # (B, T)
-    else:
-        mask = positions[None, :] >= ids.shape[1] - lengths[:, None]  # (B, T)
-    return ids, mask
+    mask = within_lengths(lengths, ids.shape[1])  # (B, T) real tokens first
+    return ids, mask if side == "right" else mask.flip(1)
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

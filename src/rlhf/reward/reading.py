@@ -35,7 +35,7 @@ def reading_length(model: nn.Module, requested: int | None, key: str, name: str)
 
 
 def reward_model_reading(model: PreTrainedModel, tokenizer=None) -> dict:
-    """How a reward model reads text, and the score statistics train-reward stored.
+    """How a reward model reads text: its template, separator and EOS convention.
 
     A model saved by train-reward says itself how it read text (template, separator,
     append_eos; one saved before the EOS key existed was trained without). Any other model is
@@ -60,8 +60,6 @@ def reward_model_reading(model: PreTrainedModel, tokenizer=None) -> dict:
         "template": template,
         "separator": "\n" if separator is None else separator,
         "append_eos": bool(append_eos),
-        "score_mean": getattr(config, SCORE_MEAN_KEY, None),
-        "score_std": getattr(config, SCORE_STD_KEY, None),
     }
 
 
