@@ -83,6 +83,16 @@ def _train_ppo(args: argparse.Namespace) -> None:
     _report_finished(config.run.output_dir)
 
 
+def _train_critic_free(args: argparse.Namespace) -> None:
+    from rlhf.config import CriticFreeConfig, load_config
+
+    config = load_config(CriticFreeConfig, args.config, args.overrides)
+    from rlhf.stages.critic_free.train import train_critic_free
+
+    train_critic_free(config)
+    _report_finished(config.run.output_dir)
+
+
 def _report_finished(run_dir: str) -> None:
     """Plots and report.html of the stage that just finished, written by the main process
     (a stage itself draws nothing)."""
@@ -174,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlhf", description=(
         "Reinforcement Learning from Human Feedback on Hugging Face models."),
         epilog="Every config key of a training stage, with its default: rlhf config "
-        "{sft,reward,ppo}")
+        "{sft,reward,ppo,critic_free}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
     _add_training(commands, "sft", _train_sft, "supervised fine-tuning of a causal LM on "
@@ -182,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(commands, "reward", _train_reward, "train a reward model on preference pairs")
     _add_eval_reward(commands)
     _add_training(commands, "ppo", _train_ppo, "fine-tune a policy against a reward with PPO")
+    _add_training(commands, "critic_free", _train_critic_free, "fine-tune a policy against a "
+                  "reward without a value model: RLOO, GRPO (Dr. GRPO, DAPO, GSPO options), "
+                  "REINFORCE++ or REINFORCE")
     _add_generate(commands)
     _add_demo(commands)
     _add_score(commands)
@@ -258,7 +271,8 @@ def _add_config(commands) -> None:
     config.set_defaults(handler=_config, loads_models=False)
 
 
-STAGE_COMMANDS = {"sft": "train-sft", "reward": "train-reward", "ppo": "train-ppo"}
+STAGE_COMMANDS = {"sft": "train-sft", "reward": "train-reward", "ppo": "train-ppo",
+                  "critic_free": "train-critic-free"}
 
 
 def _add_training(commands, stage: str, handler, summary: str) -> None:

@@ -1,4 +1,4 @@
-"""kl: the k1 and k3 estimators and the KL controllers."""
+"""kl: the k1, k2 and k3 estimators and the KL controllers."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rlhf.algo.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k3
+from rlhf.algo.kl import AdaptiveKLController, FixedKLController, kl_k1, kl_k2, kl_k3
 
 LOGP = torch.tensor([[-1.0, -2.0, -0.3]])
 REF = torch.tensor([[-1.5, -1.0, -0.3]])
@@ -23,6 +23,11 @@ def test_k3_by_hand():
     # e^-0.5 - 1 + 0.5 = 0.1065306597; e - 1 - 1 = 0.7182818285; 1 - 1 - 0 = 0
     expected = torch.tensor([[math.exp(-0.5) - 0.5, math.e - 2.0, 0.0]])
     assert_close(kl_k3(LOGP, REF), expected)
+
+
+def test_k2_by_hand():
+    # 0.5 * (logp - ref)^2: 0.5 * 0.25 = 0.125; 0.5 * 1 = 0.5; 0
+    assert_close(kl_k2(LOGP, REF), torch.tensor([[0.125, 0.5, 0.0]]))
 
 
 def test_k3_is_never_negative():
@@ -145,3 +150,32 @@ def test_the_kl_estimator_setting_recommends_k1_and_says_why_k3_is_no_penalty():
     doc = " ".join(field_docs(PPOAlgoConfig)["kl_estimator"].split())
     assert "'k1'" in doc and "recommended" in doc and "Tang & Munos 2025" in doc
     assert "grad KL(pi || ref) - grad KL(ref || pi)" in doc
+
+
+# -- the estimators as a loss term (gradient through them), on a small categorical -------------
+# A loss term on samples y ~ pi is differentiated as it stands: its expected gradient is
+# E_{y~pi}[grad k(log pi(y), log ref(y))], summed here exactly over the 5 outcomes with
+# the sampling weights pi(y) held fixed.
+
+
+def _loss_term_gradient(estimator, logits: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    logits = logits.clone().requires_grad_(True)
+    logp = torch.log_softmax(logits, dim=-1)
+    expected_loss = (logp.exp().detach() * estimator(logp, ref_logp)).sum()
+    (gradient,) = torch.autograd.grad(expected_loss, logits)
+    return gradient
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0])
+def test_loss_terms_k2_gives_forward_kl_k3_reverse_kl_k1_nothing(scale):
+    """Tang & Munos 2025: as a loss, k2 -> grad KL(pi||ref), k3 -> grad KL(ref||pi) (GRPO's
+    term), k1 -> 0 since E[grad log pi] = 0."""
+    logits, ref_logp = _categorical(scale)
+    forward_kl = lambda logp: (logp.exp() * (logp - ref_logp)).sum()  # noqa: E731 KL(pi||ref)
+    reverse_kl = lambda logp: (ref_logp.exp() * (ref_logp - logp)).sum()  # noqa: E731
+    forward, reverse = _exact_gradient(forward_kl, logits), _exact_gradient(reverse_kl, logits)
+    assert forward.norm() > 1e-3 and (forward - reverse).norm() > 1e-4  # a real difference
+    assert_close(_loss_term_gradient(kl_k2, logits, ref_logp), forward, atol=1e-6, rtol=0)
+    assert_close(_loss_term_gradient(kl_k3, logits, ref_logp), reverse, atol=1e-6, rtol=0)
+    assert_close(_loss_term_gradient(kl_k1, logits, ref_logp), torch.zeros(5, dtype=torch.float64),
+                 atol=1e-6, rtol=0)

@@ -80,7 +80,7 @@ def test_descriptions_come_from_the_field_docstrings(capsys) -> None:
     printed = keys_with_comments(out)
     # Inherited fields keep their own class's docstring; a redefined one takes the new one.
     assert printed["train.warmup_ratio"].startswith("Fraction of the optimizer steps")
-    assert printed["train.learning_rate"].startswith("Peak AdamW learning rate of policy")
+    assert printed["train.learning_rate"].startswith("Peak AdamW learning rate of the trained")
     assert printed["run.mixed_precision"].startswith("'auto' (bf16 on a GPU")
     assert all(len(line) <= 96 for line in out.splitlines() if line.lstrip().startswith("#"))
 

@@ -10,12 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config
+from rlhf.config import CriticFreeConfig, PPOConfig, RewardConfig, SFTConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 DEMO_CONFIGS = ROOT / "src" / "rlhf" / "demo_configs"  # package data: `rlhf demo` reads them
-SCHEMAS = {"ppo": PPOConfig, "reward": RewardConfig, "sft": SFTConfig}
+SCHEMAS = {"ppo": PPOConfig, "reward": RewardConfig, "sft": SFTConfig,
+           "critic_free": CriticFreeConfig}
 ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml")) + sorted(DEMO_CONFIGS.glob("*.yaml"))
 
 
@@ -31,8 +32,8 @@ def schema_for(path: Path) -> type:
     for name in (label(path).split("/")[0], path.stem):
         if name in SCHEMAS:
             return SCHEMAS[name]
-    raise AssertionError(f"{label(path)}: no stage schema; put it under configs/ppo, "
-                         "configs/reward or configs/sft, or name the file after its stage")
+    raise AssertionError(f"{label(path)}: no stage schema; put it under configs/<stage> "
+                         f"for a stage of {sorted(SCHEMAS)}, or name the file after its stage")
 
 
 def flat(config) -> dict[str, object]:
@@ -137,10 +138,10 @@ def test_the_dolly_config_keeps_the_trl_0_11_settings() -> None:
 @pytest.mark.parametrize("overrides", [[], ["ppo.total_episodes=0"]],
                          ids=["total_episodes", "epochs"])
 def test_the_dolly_config_takes_trl_0_11s_468_optimizer_steps(overrides: list[str]) -> None:
-    from rlhf.rl.schedule import IterationSchedule
+    from rlhf.stages.ppo.setup import iteration_schedule
 
     cfg = load_config(PPOConfig, CONFIGS / "ppo/dolly_gpt2.yaml", overrides)
-    schedule = IterationSchedule(DOLLY_PROMPTS, cfg)
+    schedule = iteration_schedule(DOLLY_PROMPTS, cfg)
     assert schedule.iterations == DOLLY_PROMPTS // 128 == 117
     assert schedule.iterations * cfg.ppo.ppo_epochs * cfg.ppo.num_minibatches == 468
     one_process = SimpleNamespace(num_processes=1, process_index=0)

@@ -10,7 +10,7 @@ from rlhf.config import PPOConfig, load_config
 from rlhf.errors import UserError
 from rlhf.models import frozen_copy, load_policy, value_model_from_policy
 from rlhf.rl.generation import stop_token_ids
-from rlhf.rl.schedule import IterationSchedule
+from rlhf.stages.ppo.setup import iteration_schedule
 from rlhf.stages.ppo.advantages import advantages_and_returns
 from rlhf.stages.ppo.setup import ScoreTransform, score_transform
 from rlhf.stages.ppo.update import UpdateSettings, ppo_update
@@ -24,31 +24,31 @@ def config(*overrides: str) -> PPOConfig:
 
 
 def test_schedule_is_seeded_and_covers_each_epoch() -> None:
-    schedule = IterationSchedule(10, config("train.batch_size=4", "train.epochs=2"))
+    schedule = iteration_schedule(10, config("train.batch_size=4", "train.epochs=2"))
     assert schedule.iterations == 4  # 2 full batches per epoch, 2 epochs
     first_epoch = schedule.local_prompts(0, ONE_PROCESS) + schedule.local_prompts(1, ONE_PROCESS)
     assert len(set(first_epoch)) == 8
-    again = IterationSchedule(10, config("train.batch_size=4", "train.epochs=2"))
+    again = iteration_schedule(10, config("train.batch_size=4", "train.epochs=2"))
     assert again.local_prompts(1, ONE_PROCESS) == schedule.local_prompts(1, ONE_PROCESS)
 
 
 def test_schedule_total_episodes_and_length_sampler() -> None:
     cfg = config("train.batch_size=4", "ppo.total_episodes=10", "generate.min_new_tokens=4",
                  "generate.max_new_tokens=16")
-    schedule = IterationSchedule(100, cfg)
+    schedule = iteration_schedule(100, cfg)
     assert schedule.iterations == 3
     lengths = schedule.response_lengths(0, list(range(50)))  # one draw per prompt
     assert min(lengths) >= 4 and max(lengths) <= 16 and len(set(lengths)) > 3
-    assert lengths == IterationSchedule(100, cfg).response_lengths(0, list(range(50)))
+    assert lengths == iteration_schedule(100, cfg).response_lengths(0, list(range(50)))
     assert schedule.response_lengths(0, [7, 3]) == [lengths[7], lengths[3]]  # keyed by prompt
     assert schedule.response_lengths(1, list(range(50))) != lengths  # and by iteration
-    fixed = IterationSchedule(100, config("train.batch_size=4", "generate.max_new_tokens=9"))
+    fixed = iteration_schedule(100, config("train.batch_size=4", "generate.max_new_tokens=9"))
     assert fixed.response_lengths(5, [1, 2]) == [9, 9]
 
 
 def test_schedule_refuses_a_batch_larger_than_the_prompts() -> None:
     with pytest.raises(UserError, match="train.batch_size 64 is larger than the 10 prompts"):
-        IterationSchedule(10, config())
+        iteration_schedule(10, config())
 
 
 def test_batch_split_names_the_key_that_does_not_divide() -> None:
@@ -159,7 +159,7 @@ def test_ratio_threshold_skips_the_minibatch_and_counts_it() -> None:
 
 
 def test_minibatch_order_is_keyed_by_seed_iteration_and_epoch() -> None:
-    from rlhf.stages.ppo.update import minibatch_order
+    from rlhf.rl.minibatches import minibatch_order
 
     order = minibatch_order(16, 0, 3, 1)
     assert sorted(order.tolist()) == list(range(16))

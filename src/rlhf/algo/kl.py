@@ -1,4 +1,4 @@
-"""Per-token KL estimators and the KL-coefficient controllers."""
+"""Per-token KL estimators (k1, k2, k3) and the KL-coefficient controllers."""
 
 from __future__ import annotations
 
@@ -22,11 +22,25 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     Unbiased on samples from pi, never negative and of lower variance than k1 (Schulman,
     "Approximating KL divergence"): a good estimate of the KL's value. Not a good penalty:
     used as a reward, its expected gradient is grad KL(pi || ref) - grad KL(ref || pi), only
-    a few percent of the KL gradient near the reference (Tang & Munos 2025). expm1 keeps
-    r - 1 accurate when r is close to 1.
+    a few percent of the KL gradient near the reference (Tang & Munos 2025). Used as a loss
+    term on samples of pi (gradient through it, as GRPO does), its expected gradient is
+    E[(1 - r) grad log pi] = grad KL(ref || pi): the reverse KL's, not KL(pi || ref)'s (Tang &
+    Munos 2025). expm1 keeps r - 1 accurate when r is close to 1.
     """
     log_ratio = ref_logprobs - logprobs  # (B, R) log r
     return torch.expm1(log_ratio) - log_ratio
+
+
+def kl_k2(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """(B, R) 0.5 * (logp - logp_ref)^2: the k2 estimator of KL(pi || ref).
+
+    Biased but never negative, and close to the KL near the reference (Schulman,
+    "Approximating KL divergence"). The right one as a loss term (gradient through it) on
+    samples of pi: its expected gradient E[(logp - logp_ref) grad log pi] is exactly
+    grad KL(pi || ref). As loss terms, k3 gives grad KL(ref || pi) (GRPO's choice) and k1
+    gives nothing, since E[grad log pi] = 0: k1 only works as a reward (Tang & Munos 2025).
+    """
+    return 0.5 * (logprobs - ref_logprobs) ** 2
 
 
 class AdaptiveKLController:

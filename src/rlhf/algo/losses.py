@@ -1,9 +1,11 @@
-"""Losses: reward-model preference losses and the PPO policy and value losses.
+"""Losses: reward-model preference losses, the PPO policy and value losses, and the per-token
+pieces of the critic-free policy objectives (log ratios and the clipped surrogate).
 
-Each returns (loss, stats) with the stats detached. The PPO losses are means over all real
-tokens of the batch given (not means of per-sequence means); under gradient accumulation the
-caller weights each micro-batch's loss by its share of the real tokens, so the accumulated
-gradient equals that of the whole batch.
+The full losses return (loss, stats) with the stats detached. The PPO losses are means over
+all real tokens of the batch given (not means of per-sequence means); under gradient
+accumulation the caller weights each micro-batch's loss by its share of the real tokens, so
+the accumulated gradient equals that of the whole batch. The per-token pieces return (B, R)
+tensors that the caller reduces with one rule of rlhf.algo.aggregation.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf.algo.masking import masked_mean, masked_var
-from rlhf.algo.types import PolicyLossStats, RewardLossStats, ValueLossStats
+from rlhf.algo.types import PolicyLossStats, RewardLossStats, SurrogateTerms, ValueLossStats
 
 
 def _std(x: torch.Tensor) -> torch.Tensor:
@@ -119,3 +121,51 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
         clipfrac=masked_mean((clipped_error > unclipped_error).float(), response_mask).detach(),
         value_mean=masked_mean(detached, response_mask), explained_variance=explained)
     return loss, stats
+
+
+def token_log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
+                    response_mask: torch.Tensor) -> torch.Tensor:
+    """(B, R) logp - logp_old on real tokens, 0 at masked: PPO's per-token log ratio."""
+    return torch.where(response_mask, logprobs - old_logprobs, torch.zeros_like(logprobs))
+
+
+def sequence_log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
+                       response_mask: torch.Tensor) -> torch.Tensor:
+    """(B, R) each row's mean of logp - logp_old over its real tokens, on its real tokens.
+
+    GSPO (Zheng et al. 2025): exp of it is the length-normalised sequence ratio
+    (pi(y|x) / pi_old(y|x))^(1/|y|), one ratio per response, so clipping acts on whole
+    responses and one noisy token cannot dominate. The gradient flows through the mean: each
+    token gets 1/|y| of it. 0 at masked positions and on rows with no real token. Feed it to
+    clipped_surrogate and reduce with aggregation.sequence_mean for GSPO's objective.
+    """
+    per_token = token_log_ratio(logprobs, old_logprobs, response_mask)  # (B, R)
+    row_mean = masked_mean(per_token, response_mask, dim=1)  # (B,)
+    return torch.where(response_mask, row_mean[:, None].expand_as(per_token),
+                       torch.zeros_like(per_token))
+
+
+def clipped_surrogate(log_ratio: torch.Tensor, advantages: torch.Tensor,
+                      response_mask: torch.Tensor, clip_low: float,
+                      clip_high: float) -> SurrogateTerms:
+    """Per-token clipped objective max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high)).
+
+    log_ratio (B, R) from token_log_ratio or sequence_log_ratio, r = exp(log_ratio);
+    advantages (B, R) (or (B, 1)), no gradient. Separate ranges are DAPO's clip-higher (Yu et
+    al. 2025): a larger clip_high lets unlikely tokens with positive advantage grow, which
+    keeps entropy from collapsing; clip_low = clip_high is PPO (Schulman et al. 2017). Masked
+    positions get r = 1 and A = 0 before anything else, so garbage there changes neither the
+    loss nor any gradient. Reduce `loss` with rlhf.algo.aggregation.
+    """
+    zeros = torch.zeros_like(log_ratio)
+    log_ratio = torch.where(response_mask, log_ratio, zeros)  # (B, R)
+    advantages = torch.where(response_mask, advantages.detach(), zeros)  # (B, R)
+    ratio = torch.exp(log_ratio)  # (B, R)
+    unclipped = -advantages * ratio  # (B, R)
+    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # (B, R)
+    loss = torch.where(response_mask, torch.maximum(unclipped, clipped), zeros)  # (B, R)
+    ratio = ratio.detach()
+    return SurrogateTerms(
+        loss=loss, ratio=ratio,
+        clipped_low=response_mask & (advantages < 0) & (ratio < 1.0 - clip_low),
+        clipped_high=response_mask & (advantages > 0) & (ratio > 1.0 + clip_high))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rlhf.algo.masking import last_true_index
@@ -57,3 +59,20 @@ def gain_bias_for_unit_normal(reference_scores: torch.Tensor) -> tuple[float, fl
 def clip_scores(scores: torch.Tensor, limit: float) -> torch.Tensor:
     """(B,) scores clamped to [-limit, limit]; bounds the damage of a reward-model outlier."""
     return scores.clamp(-limit, limit)
+
+
+@dataclass
+class ScoreTransform:
+    """gain * score + bias (Ziegler et al. 2019), then the missing-EOS penalty (so it is in
+    normalised units), then clipping. Plain numbers: a run keeps it in its checkpoint."""
+
+    gain: float = 1.0
+    bias: float = 0.0
+    missing_eos_penalty: float | None = None
+    clip: float | None = None
+
+    def __call__(self, scores: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
+        scores = normalize_scores(scores, self.gain, self.bias)
+        if self.missing_eos_penalty is not None:
+            scores = apply_missing_eos_penalty(scores, ended, self.missing_eos_penalty)
+        return clip_scores(scores, self.clip) if self.clip is not None else scores

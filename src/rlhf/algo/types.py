@@ -58,6 +58,20 @@ class ValueLossStats(_Stats):
     """1 - Var(returns - values) / Var(returns) over real tokens."""
 
 
+@dataclass(frozen=True)
+class SurrogateTerms:
+    """Per-token pieces of the clipped surrogate, all (B, R), for the caller to aggregate."""
+
+    loss: torch.Tensor
+    """float, with gradient: max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high)); 0 at masked."""
+    ratio: torch.Tensor
+    """float, detached: r = exp(log_ratio); 1 at masked positions."""
+    clipped_low: torch.Tensor
+    """bool: A < 0 and r < 1 - clip_low, the clipped branch strictly active (no gradient)."""
+    clipped_high: torch.Tensor
+    """bool: A > 0 and r > 1 + clip_high, the clipped branch strictly active (no gradient)."""
+
+
 @dataclass
 class Rollout:
     """One batch of experience. B = sequences, Q = query width, R = response width."""

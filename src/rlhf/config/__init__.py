@@ -5,21 +5,20 @@ Each stage has one top-level dataclass (`RewardConfig`, ...) made of sections (`
 OmegaConf does not: an unknown key names the closest valid key, and every value is checked by
 the dataclass that owns it (`__post_init__`) before any model is loaded.
 
-`common` holds the sections stages share, one module per stage holds the rest (`reward`, `sft`,
-`ppo`), and `docs` prints a stage's keys (`rlhf config STAGE`; imported only when it runs).
+`common` holds the sections stages share, `rl` those the RL stages share, one module per stage
+holds the rest (`reward`, `sft`, `ppo`, `critic_free`), and `docs` prints a stage's keys (`rlhf config STAGE`; imported only when it runs).
 Imports only the standard library, OmegaConf and rlhf.errors (DESIGN.md dependency rule).
 """
 
 from rlhf.config.common import BatchTrainConfig, ExampleDataConfig, OptimizerConfig, RunConfig
 from rlhf.config.loading import BOOLEAN_WORDS, load_config, merge_config, to_yaml
-from rlhf.config.ppo import (
-    GenerateConfig,
-    PPOAlgoConfig,
-    PPOConfig,
-    PPOModelConfig,
-    PPOTrainConfig,
-    PromptDataConfig,
+from rlhf.config.critic_free import (
+    CriticFreeAlgoConfig,
+    CriticFreeConfig,
+    GroupGenerateConfig,
 )
+from rlhf.config.ppo import PPOAlgoConfig, PPOConfig, PPOModelConfig
+from rlhf.config.rl import GenerateConfig, PromptDataConfig, RLModelConfig, RLTrainConfig
 from rlhf.config.reward import (
     PreferenceDataConfig,
     RewardConfig,
@@ -38,15 +37,19 @@ __all__ = [
     "BOOLEAN_WORDS",
     "SFT_COLUMNS",
     "BatchTrainConfig",
+    "CriticFreeAlgoConfig",
+    "CriticFreeConfig",
     "ExampleDataConfig",
     "GenerateConfig",
+    "GroupGenerateConfig",
     "OptimizerConfig",
     "PPOAlgoConfig",
     "PPOConfig",
     "PPOModelConfig",
-    "PPOTrainConfig",
     "PreferenceDataConfig",
     "PromptDataConfig",
+    "RLModelConfig",
+    "RLTrainConfig",
     "RewardConfig",
     "RewardModelConfig",
     "RewardTrainConfig",

@@ -23,12 +23,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from rlhf.config.critic_free import CriticFreeConfig
 from rlhf.config.loading import load_config, merge_config
 from rlhf.config.ppo import PPOConfig
 from rlhf.config.reward import RewardConfig
 from rlhf.config.sft import SFTConfig
 
-STAGES: dict[str, type] = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig}
+STAGES: dict[str, type] = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig,
+                           "critic_free": CriticFreeConfig}
 """Stage name (as in `rlhf config STAGE`) -> its top-level config dataclass."""
 
 WIDTH = 96
@@ -59,7 +61,7 @@ def describe_stage(stage: str, path: str | Path | None = None,
     # already resolved by load_config.
     plain = OmegaConf.to_container(values, resolve=False, throw_on_missing=False)
     header = [_one_line(schema.__doc__),
-              f"Config of `rlhf train-{stage}` ({origin}); ??? marks a required key. Set "
+              f"Config of `rlhf train-{stage.replace('_', '-')}` ({origin}); ??? marks a required key. Set "
               "keys in a YAML file (--config FILE) or on the command line as key=value."]
     lines = [line for text in header for line in _comment(text, "")]
     _write_section(schema, plain, "", lines)

@@ -1,8 +1,8 @@
 """A self-contained HTML report of a run: `rlhf report RUN_DIR` writes `RUN_DIR/report.html`.
 
-The stage of a run (sft, reward, ppo, or a generic run) is read from its files. A directory
-without metrics.jsonl whose subfolders are runs (the demo's RUN/sft, RUN/reward, RUN/ppo) is a
-pipeline: its report has one section per stage, in pipeline order.
+The stage of a run (sft, reward, ppo, critic_free, or a generic run) is read from its files.
+A directory without metrics.jsonl whose subfolders are runs (the demo's RUN/sft, RUN/reward,
+RUN/ppo) is a pipeline: its report has one section per stage, in pipeline order.
 
 The file needs nothing else to be read: plots are base64 PNGs, the CSS is inline, there is no
 JavaScript, and every piece of text that comes from data (samples written by a model, config
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rlhf.report.panels import Panel, stage_panels
 from rlhf.report.run_files import (
+    SAMPLING_STAGES,
     StageRun,
     detect_stage,
     find_stage_runs,
@@ -42,7 +43,7 @@ from rlhf.report.summaries import (
 )
 
 STAGE_TITLES = {"sft": "Supervised fine-tuning", "reward": "Reward model",
-                "ppo": "PPO", "run": "Run"}
+                "ppo": "PPO", "critic_free": "Critic-free RL", "run": "Run"}
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -98,8 +99,8 @@ def stage_section(run: StageRun, ids: _Ids) -> str:
     if scores:
         parts += [_h3(ids, "scores", "Held-out scores"),
                   f'<div class="plots">{_histogram_image(scores)}</div>']
-    if run.stage == "ppo":
-        parts.append(_samples_part(run.path, ids))
+    if run.stage in SAMPLING_STAGES:
+        parts.append(_samples_part(run, ids))
     parts += [_h3(ids, "metrics", "Last value of every metric"),
               f"<details><summary>{len(metric_keys(run.records))} metrics</summary>"
               f"{final_metrics_table(run.records)}</details>",
@@ -107,12 +108,13 @@ def stage_section(run: StageRun, ids: _Ids) -> str:
     return f'<section id="{escape(ids.section)}" class="stage">{"".join(parts)}</section>'
 
 
-def _samples_part(run_dir: Path, ids: _Ids) -> str:
-    first, last, pairs = sample_pairs(read_jsonl(run_dir / "samples.jsonl"))
+def _samples_part(run: StageRun, ids: _Ids) -> str:
+    first, last, pairs = sample_pairs(read_jsonl(run.path / "samples.jsonl"))
     heading = _h3(ids, "samples", "Sample responses before and after")
     if not pairs:
         return heading + '<p class="muted">No samples.jsonl rows yet.</p>'
-    return (heading + f'<p class="muted">{escape(samples_note(first, last, pairs))}</p>'
+    note = samples_note(first, last, pairs, run.stage)
+    return (heading + f'<p class="muted">{escape(note)}</p>'
             + samples_table(pairs, f"step {first}", f"step {last}" if last != first else "–"))
 
 

@@ -4,7 +4,8 @@ curves of report.html.
 A panel with a `file` is also written as that PNG next to metrics.jsonl; one without is drawn
 in report.html only. Stages in AUTO_PANEL_STAGES (SFT and generic runs) also draw, in the
 HTML report, every other numeric metric, grouped by name so that train/X and eval/X share a
-plot.
+plot. A panel none of whose keys was logged (objective/kl of a critic-free run without a KL
+penalty) draws nothing: no PNG file, no figure.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ STAGE_PANELS: dict[str, tuple[Panel, ...]] = {
         Panel(("objective/kl",), "KL to the reference (nats per sequence)", "kl.png"),
         Panel(("objective/kl_coef",), "KL coefficient beta", "kl_coef.png"),
         Panel(("policy/entropy",), "policy entropy (nats per token)", "entropy.png"),
+        Panel(("response/length",), "response length (tokens)", "length.png"),
+    ),
+    "critic_free": (
+        Panel(("objective/score", "objective/raw_score"), "score (optimised) and raw score",
+              "score.png"),
+        Panel(("objective/kl",), "KL to the reference (nats per sequence)", "kl.png"),
+        Panel(("group/reward_std", "group/zero_signal_fraction"),
+              "group signal: score std within a group, share of groups without any",
+              "groups.png"),
+        Panel(("policy/entropy",), "policy entropy (nats per token)", "entropy.png"),
+        Panel(("policy/clipfrac_low", "policy/clipfrac_high"),
+              "clipped tokens (low: A < 0, high: A > 0)", "clipfrac.png"),
         Panel(("response/length",), "response length (tokens)", "length.png"),
     ),
 }

@@ -11,7 +11,9 @@ import yaml
 
 from rlhf.errors import UserError
 
-STAGE_ORDER = ("sft", "reward", "ppo", "run")
+STAGE_ORDER = ("sft", "reward", "ppo", "critic_free", "run")
+SAMPLING_STAGES = ("ppo", "critic_free")
+"""Stages that sample responses from a policy: a score headline and a samples.jsonl section."""
 
 
 @dataclass
@@ -91,11 +93,15 @@ def read_eval_scores(run_dir: Path) -> dict[str, list[float]]:
 
 
 def detect_stage(run_dir: str | Path, records: list[dict] | None = None) -> str:
-    """'ppo', 'reward', 'sft' or 'run' (generic), from the run's config, files and metrics."""
+    """'critic_free', 'ppo', 'reward', 'sft' or 'run' (generic), from the run's config, files
+    and metrics. Critic-free runs are told apart first: they also write samples.jsonl and
+    policy/, so the PPO test alone would claim them."""
     run_dir = Path(run_dir)
     records = read_jsonl(run_dir / "metrics.jsonl") if records is None else records
     config = read_config(run_dir)
     keys = {key for record in records for key in record}
+    if "algo" in config or any(key.startswith("group/") for key in keys):
+        return "critic_free"
     if ("ppo" in config or (run_dir / "samples.jsonl").is_file()
             or (run_dir / "policy").is_dir() or "objective/score" in keys):
         return "ppo"
@@ -106,7 +112,14 @@ def detect_stage(run_dir: str | Path, records: list[dict] | None = None) -> str:
         return "reward"
     if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
         return "sft"
-    return run_dir.name if run_dir.name in ("sft", "reward", "ppo") else "run"
+    return _stage_from_name(run_dir.name)
+
+
+def _stage_from_name(name: str) -> str:
+    """The stage a folder is named after (`critic-free` too), else 'run': the last resort
+    for a run that has logged nothing telling yet."""
+    name = name.replace("-", "_")
+    return name if name in STAGE_ORDER else "run"
 
 
 def find_stage_runs(run_dir: str | Path) -> list[StageRun]:

@@ -1,5 +1,6 @@
-"""Sample responses side by side: a PPO run's first and last logged samples, and the demo's
-held-out answers before and after PPO. Every piece of text is HTML-escaped."""
+"""Sample responses side by side: an RL run's (PPO, critic-free) first and last logged
+samples, and the demo's held-out answers before and after PPO. Every piece of text is
+HTML-escaped."""
 
 from __future__ import annotations
 
@@ -89,11 +90,15 @@ def samples_table(pairs: list[SamplePair], before_label: str, after_label: str) 
     return "".join(tables)
 
 
-def samples_note(first: int, last: int, pairs: list[SamplePair]) -> str:
-    """The line above a PPO run's samples table (plain text, not yet escaped)."""
+SCORE_NOTES = {"ppo": " Scores are after normalisation."}
+"""What the score of a stage's samples.jsonl rows is, for the stages the report knows it of."""
+
+
+def samples_note(first: int, last: int, pairs: list[SamplePair], stage: str = "ppo") -> str:
+    """The line above an RL run's samples table (plain text, not yet escaped)."""
     matched = sum(pair.prompt is not None for pair in pairs)
     if last == first:
         return f"Only step {first} has samples so far."
     return (f"The first and last logged steps ({first} and {last}); {matched} of {len(pairs)} "
             "rows answer the same prompt at both steps (others show their prompt above the "
-            "answer). Scores are after normalisation.")
+            "answer)." + SCORE_NOTES.get(stage, ""))

@@ -7,7 +7,7 @@ import math
 from html import escape
 from pathlib import Path
 
-from rlhf.report.run_files import StageRun, is_number
+from rlhf.report.run_files import SAMPLING_STAGES, StageRun, is_number, read_config
 
 
 def format_number(value) -> str:
@@ -80,22 +80,69 @@ def reward_summary(run: StageRun, scores: dict[str, list[float]]) -> list[tuple[
     ]
 
 
-def ppo_summary(run: StageRun) -> list[tuple[str, object]]:
-    r = run.records
-    scored = [x for x in r if is_number(x.get("objective/score"))]
+def _score_rows(records: list[dict]) -> list[tuple[str, object]]:
+    """Iterations and objective/score first -> last: the rows PPO and critic-free runs share."""
+    scored = [x for x in records if is_number(x.get("objective/score"))]
     start, end = (scored[0], scored[-1]) if scored else ({}, {})
-    kls = [x["objective/kl"] for x in r if is_number(x.get("objective/kl"))]
     change = (end["objective/score"] - start["objective/score"]) if scored else None
     return [
-        ("iterations", _steps(r)),
+        ("iterations", _steps(records)),
         (f"score at start (step {start.get('step')})", start.get("objective/score")),
         (f"score at end (step {end.get('step')})", end.get("objective/score")),
         ("score change", change),
+    ]
+
+
+def _policy_rows(records: list[dict]) -> list[tuple[str, object]]:
+    """How the sampled responses changed: length and entropy, start -> end."""
+    return [("response length at start / end", _pair(records, "response/length")),
+            ("policy entropy at start / end", _pair(records, "policy/entropy"))]
+
+
+def ppo_summary(run: StageRun) -> list[tuple[str, object]]:
+    r = run.records
+    kls = [x["objective/kl"] for x in r if is_number(x.get("objective/kl"))]
+    return [
+        *_score_rows(r),
         ("mean KL over the run (nats per sequence)", _mean(kls)),
         ("final KL", kls[-1] if kls else None),
         ("last KL coefficient", _last(r, "objective/kl_coef")),
-        ("response length at start / end", _pair(r, "response/length")),
-        ("policy entropy at start / end", _pair(r, "policy/entropy")),
+        *_policy_rows(r),
+        *_artifacts(run.path),
+    ]
+
+
+KL_MODES = {"reward": "KL penalty in the reward", "loss": "KL term in the loss",
+            "none": "no KL penalty"}
+
+
+def critic_free_method(config: dict) -> str | None:
+    """The estimator as configured (algo.advantage, its aggregation, KL mode): the runs of
+    this stage differ by these, so the summary names them rather than the stage alone."""
+    algo = config.get("algo")
+    if not isinstance(algo, dict) or algo.get("advantage") is None:
+        return None
+    parts = [str(algo["advantage"])]
+    if algo.get("ratio") == "sequence":
+        parts.append("sequence-level ratio")
+    if algo.get("loss_aggregation") is not None:
+        parts.append(f"{algo['loss_aggregation']} aggregation")
+    if algo.get("kl_penalty") is not None:
+        mode = str(algo["kl_penalty"])
+        parts.append(KL_MODES.get(mode, f"kl_penalty={mode}"))
+    if algo.get("dynamic_sampling"):
+        parts.append("dynamic sampling")
+    return ", ".join(parts)
+
+
+def critic_free_summary(run: StageRun) -> list[tuple[str, object]]:
+    r = run.records
+    return [
+        ("method", critic_free_method(read_config(run.path))),
+        *_score_rows(r),
+        ("final KL (nats per sequence)", _last(r, "objective/kl")),
+        ("share of groups without signal at the end", _last(r, "group/zero_signal_fraction")),
+        *_policy_rows(r),
         *_artifacts(run.path),
     ]
 
@@ -130,6 +177,8 @@ def stage_summary(run: StageRun, scores: dict[str, list[float]]) -> list[tuple[s
         return reward_summary(run, scores)
     if run.stage == "ppo":
         return ppo_summary(run)
+    if run.stage == "critic_free":
+        return critic_free_summary(run)
     if run.stage == "sft":
         return sft_summary(run)
     return generic_summary(run)
@@ -140,7 +189,7 @@ def headline(run: StageRun) -> str:
     r = run.records
     if run.stage == "reward" and _last(r, "eval/accuracy") is not None:
         return f"held-out accuracy {format_number(_last(r, 'eval/accuracy'))}"
-    if run.stage == "ppo" and _first(r, "objective/score") is not None:
+    if run.stage in SAMPLING_STAGES and _first(r, "objective/score") is not None:
         return (f"score {format_number(_first(r, 'objective/score'))} → "
                 f"{format_number(_last(r, 'objective/score'))}")
     if _last(r, "eval/loss") is not None:

@@ -14,6 +14,7 @@ import torch
 
 from rlhf.algo.masking import response_mask_after_stop, within_lengths
 from rlhf.algo.types import Rollout
+from rlhf.data.batching import left_pad
 from rlhf.rl.forward import response_logprobs, response_values
 from rlhf.rl.generation import sample_responses
 
@@ -43,7 +44,7 @@ def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_i
                     temperature: float,
                     stop_token_ids: Sequence[int], row_seeds: Sequence[int] | None = None,
                     timings: dict[str, float] | None = None) -> tuple[Rollout, Texts]:
-    """Sample a response per prompt and compute everything PPO needs about it.
+    """Sample a response per prompt and compute everything an RL update needs about it.
 
     The score is computed on the text truncated at the first stop token; `score_prompts` is the
     prompt text the reward model should see (the rendered prompt or the raw instruction).
@@ -51,6 +52,8 @@ def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_i
     (see `sample_responses`). Seconds spent per phase are added to `timings` (generate,
     forward, score). Run it under the autocast context the trained models use, so that
     every forward here (value and score heads included) has the update's precision.
+    Without a `reference` (a run with no KL term) `ref_logprobs` is None; without a
+    `value_model` the values are zeros.
     """
     timings = {} if timings is None else timings
     clock = _Clock(timings)
@@ -66,7 +69,8 @@ def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_i
     args = (query_ids, query_mask, response_ids, response_mask)
     with clock("time/forward"):
         logprobs = response_logprobs(policy, *args, temperature)  # (B, R)
-        ref_logprobs = response_logprobs(reference, *args, temperature)  # (B, R)
+        ref_logprobs = response_logprobs(reference, *args, temperature) \
+            if reference is not None else None  # (B, R); a run without a KL term has none
         values = response_values(value_model, *args) if value_model is not None \
             else torch.zeros_like(logprobs)  # (B, R); no value model when only evaluating
     with clock("time/score"):
@@ -115,7 +119,8 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
         response_ids=torch.cat([right_pad(p.response_ids, pad_id) for p in parts]),
         response_mask=torch.cat([right_pad(p.response_mask, False) for p in parts]),
         logprobs=torch.cat([right_pad(p.logprobs, 0.0) for p in parts]),
-        ref_logprobs=torch.cat([right_pad(p.ref_logprobs, 0.0) for p in parts]),
+        ref_logprobs=None if parts[0].ref_logprobs is None else
+        torch.cat([right_pad(p.ref_logprobs, 0.0) for p in parts]),
         values=torch.cat([right_pad(p.values, 0.0) for p in parts]),
         scores=torch.cat([p.scores for p in parts]),
         ended_with_eos=torch.cat([p.ended_with_eos for p in parts]),
@@ -154,7 +159,35 @@ def gather_rows(accelerator, rollout: Rollout, *per_token: torch.Tensor,
         query_mask=flags(rollout.query_mask, left),
         response_ids=right(rollout.response_ids, pad_id),
         response_mask=flags(rollout.response_mask, right),
-        logprobs=right(rollout.logprobs, 0.0), ref_logprobs=right(rollout.ref_logprobs, 0.0),
+        logprobs=right(rollout.logprobs, 0.0),
+        ref_logprobs=None if rollout.ref_logprobs is None else right(rollout.ref_logprobs, 0.0),
         values=right(rollout.values, 0.0), scores=accelerator.gather(rollout.scores),
         ended_with_eos=accelerator.gather(rollout.ended_with_eos.long()).bool())
     return (gathered, *(right(tensor, 0.0) for tensor in per_token))
+
+
+def collect_in_chunks(run, models, policy, value_model, prompt_ids: list[list[int]],
+                      score_prompts: list[str], lengths: list[int], row_seeds: list[int], *,
+                      chunk: int, temperature: float,
+                      timings: dict[str, float]) -> tuple[Rollout, Texts]:
+    """`collect_rollout` for one row per entry of `prompt_ids`, `chunk` rows at a time (all at
+    once when 0), under the trained models' autocast, so value and score heads run at the
+    update's precision. `models` (`rl.setup.PolicyModels`) gives the reference, the scorer,
+    the tokenizer and the stop tokens."""
+    query_ids, query_mask = left_pad(prompt_ids, models.tokenizer.pad_token_id)
+    query_ids, query_mask = query_ids.to(run.device), query_mask.to(run.device)
+    chunk = chunk or len(query_ids)
+    parts, texts = [], Texts(prompts=[], responses=[])
+    for start in range(0, len(query_ids), chunk):
+        rows = slice(start, start + chunk)
+        with run.accelerator.autocast():
+            rollout, part_texts = collect_rollout(
+                policy, models.reference, value_model, models.scorer, query_ids=query_ids[rows],
+                query_mask=query_mask[rows], score_prompts=score_prompts[rows],
+                tokenizer=models.tokenizer, max_new_tokens=lengths[rows],
+                temperature=temperature, stop_token_ids=models.stop_ids,
+                row_seeds=row_seeds[rows], timings=timings)
+        parts.append(rollout)
+        texts.prompts += part_texts.prompts
+        texts.responses += part_texts.responses
+    return concat_rollouts(parts, models.tokenizer.pad_token_id), texts

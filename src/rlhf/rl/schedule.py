@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from rlhf.config import PPOConfig
 from rlhf.data.batching import prompt_batches
 from rlhf.errors import UserError
 from rlhf.rl.generation import row_seed
@@ -17,17 +16,20 @@ class IterationSchedule:
     where the run stopped.
     """
 
-    def __init__(self, n_prompts: int, cfg: PPOConfig):
-        self.batch_size = cfg.train.batch_size
+    def __init__(self, n_prompts: int, *, batch_size: int, epochs: int, total_prompts: int,
+                 seed: int, min_new_tokens: int | None, max_new_tokens: int):
+        """`total_prompts` prompts in all (0: `epochs` passes over the prompt set), drawn
+        `batch_size` per iteration; response limits from [min_new_tokens, max_new_tokens]."""
+        self.batch_size = batch_size
         self.per_epoch = n_prompts // self.batch_size
         if self.per_epoch == 0:
             raise UserError(f"train.batch_size {self.batch_size} is larger than the {n_prompts} "
                             "prompts; lower train.batch_size")
-        episodes = cfg.ppo.total_episodes or cfg.train.epochs * self.per_epoch * self.batch_size
-        self.iterations = math.ceil(episodes / self.batch_size)
-        self.seed = cfg.run.seed
+        total_prompts = total_prompts or epochs * self.per_epoch * self.batch_size
+        self.iterations = math.ceil(total_prompts / self.batch_size)
+        self.seed = seed
         self.n_prompts = n_prompts
-        self.min_new, self.max_new = cfg.generate.min_new_tokens, cfg.generate.max_new_tokens
+        self.min_new, self.max_new = min_new_tokens, max_new_tokens
         self._epoch, self._batches = -1, []
 
     def local_prompts(self, iteration: int, accelerator) -> list[int]:
@@ -45,6 +47,12 @@ class IterationSchedule:
         """Sampling seeds keyed by (seed, iteration, prompt): the same samples however many
         processes share the batch."""
         return [row_seed(self.seed, iteration, index) for index in indices]
+
+    def group_row_seeds(self, iteration: int, indices: list[int], samples: int) -> list[int]:
+        """Seeds of `samples` responses per prompt, prompt-major, keyed by (seed, iteration,
+        prompt, sample index)."""
+        return [row_seed(self.seed, iteration, index, sample)
+                for index in indices for sample in range(samples)]
 
     def response_lengths(self, iteration: int, indices: list[int]) -> list[int]:
         """Each prompt's response length limit: max_new_tokens, or a draw from [min, max]

@@ -1,16 +1,11 @@
-"""What a PPO iteration logs: its metrics over the global batch, and sample responses."""
+"""What a PPO iteration logs: its metrics over the global batch."""
 
 from __future__ import annotations
 
-import json
-import time
-
 import torch
-from accelerate.utils import gather_object
 
 from rlhf.algo.types import Rollout
 from rlhf.engine.run import Run
-from rlhf.rl.rollout import Texts
 
 
 def rollout_metrics(rollout: Rollout, raw_scores: torch.Tensor, kl: torch.Tensor,
@@ -43,22 +38,3 @@ def iteration_metrics(run: Run, rollout: Rollout, raw_scores, kl, non_score, kl_
             metrics["policy/ratio_max"] = float(run.accelerator.reduce(
                 torch.tensor(update_stats["policy/ratio_max"], device=run.device), "max"))
     return metrics
-
-
-def throughput(rollout: Rollout, started: float) -> dict[str, float]:
-    seconds = time.perf_counter() - started
-    tokens = float(rollout.response_mask.sum() + rollout.query_mask.sum())
-    return {"time/iteration": seconds, "throughput/tokens_per_s": tokens / max(seconds, 1e-9)}
-
-
-def write_samples(run: Run, step: int, texts: Texts, rollout: Rollout) -> None:
-    """Up to 8 (prompt, response, score) rows of the global batch, in its order, appended to
-    samples.jsonl by the main process."""
-    rows = list(zip(texts.prompts, texts.responses, rollout.scores.tolist(), strict=True))[:8]
-    if run.accelerator.num_processes > 1:  # the first rows of the global batch, in its order
-        rows = gather_object(rows)[:8]
-    if run.is_main:
-        with open(run.output_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
-            for prompt, response, score in rows:
-                handle.write(json.dumps({"step": step, "prompt": prompt, "response": response,
-                                         "score": score}, ensure_ascii=False) + "\n")

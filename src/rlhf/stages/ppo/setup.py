@@ -1,5 +1,5 @@
-"""Setting up a PPO run: the four models (policy, frozen reference, value model, reward), the
-checks that they fit the configured lengths, the score transform and the KL controller."""
+"""Setting up a PPO run: the value model beside the policy, reference and reward of every RL run
+(`rl.setup`), the score transform and the KL controller."""
 
 from __future__ import annotations
 
@@ -8,55 +8,31 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.algo.kl import AdaptiveKLController, FixedKLController
-from rlhf.algo.rewards import (
-    apply_missing_eos_penalty,
-    clip_scores,
-    gain_bias_for_unit_normal,
-    normalize_scores,
-)
+from rlhf.algo.rewards import ScoreTransform, gain_bias_for_unit_normal
 from rlhf.config import PPOConfig
-from rlhf.engine.run import Run
 from rlhf.errors import UserError
-from rlhf.models import (
-    check_fits_positions,
-    frozen_copy,
-    is_decoder_classifier,
-    load_policy,
-    value_model_from_policy,
-    value_model_from_reward,
-)
-from rlhf.reward.scorers import RewardModelScorer, load_scorer, stored_score_stats
-from rlhf.rl.generation import stop_token_ids
+from rlhf.models import is_decoder_classifier, value_model_from_policy, value_model_from_reward
+from rlhf.rl.schedule import IterationSchedule
+from rlhf.rl.setup import PolicyModels, load_policy_models, prepare_frozen_models
+from rlhf.rl.setup import check_lengths as check_rl_lengths
+
+__all__ = ["PPOModels", "ScoreTransform", "check_lengths", "iteration_schedule", "kl_controller",
+           "load_ppo_models", "prepare_frozen_models", "score_transform"]
 
 
 @dataclass
-class PPOModels:
-    """Policy, frozen reference, value model, reward scorer and the policy's tokenizer."""
+class PPOModels(PolicyModels):
+    """Policy, frozen reference, reward scorer and tokenizer, and PPO's value model."""
 
-    policy: torch.nn.Module
-    reference: torch.nn.Module
     value: torch.nn.Module
-    scorer: object
-    tokenizer: object
-    stop_ids: list[int]
-    reward_stats: dict
 
 
 def load_ppo_models(cfg: PPOConfig, device: torch.device) -> PPOModels:
     """Load the four models; the value model starts from the reward model or the policy."""
-    m = cfg.model
-    policy, tokenizer = load_policy(m.policy, disable_dropout=m.disable_dropout,
-                                    trust_remote_code=m.trust_remote_code, seed=cfg.run.seed)
-    scorer = load_scorer(
-        m.reward, template=m.reward_template, separator=m.reward_separator,
-        append_eos=m.reward_append_eos, max_length=m.reward_max_length,
-        length_option="model.reward_max_length", batch_size=max(8, cfg.train.batch_size),
-        device=device)
-    value = _value_model(cfg, policy, tokenizer, scorer)
-    return PPOModels(policy=policy, reference=frozen_copy(policy), value=value,
-                     scorer=scorer, tokenizer=tokenizer,
-                     stop_ids=stop_token_ids(tokenizer, cfg.generate.stop_token),
-                     reward_stats=stored_score_stats(scorer))
+    base = load_policy_models(cfg.model, cfg.generate, seed=cfg.run.seed,
+                              batch_size=cfg.train.batch_size, device=device)
+    value = _value_model(cfg, base.policy, base.tokenizer, base.scorer)
+    return PPOModels(**vars(base), value=value)
 
 
 def _value_model(cfg: PPOConfig, policy, tokenizer, scorer) -> torch.nn.Module:
@@ -81,23 +57,6 @@ def _value_model(cfg: PPOConfig, policy, tokenizer, scorer) -> torch.nn.Module:
     return value
 
 
-@dataclass
-class ScoreTransform:
-    """gain * score + bias (Ziegler et al. 2019), then the missing-EOS penalty (so it is in
-    normalised units), then clipping."""
-
-    gain: float = 1.0
-    bias: float = 0.0
-    missing_eos_penalty: float | None = None
-    clip: float | None = None
-
-    def __call__(self, scores: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
-        scores = normalize_scores(scores, self.gain, self.bias)
-        if self.missing_eos_penalty is not None:
-            scores = apply_missing_eos_penalty(scores, ended, self.missing_eos_penalty)
-        return clip_scores(scores, self.clip) if self.clip is not None else scores
-
-
 def score_transform(cfg: PPOConfig, reward_stats: dict, reference_scores) -> ScoreTransform:
     """The configured normalisation: none, the reward model's stored stats, or measured."""
     gain, bias = 1.0, 0.0
@@ -115,24 +74,19 @@ def score_transform(cfg: PPOConfig, reward_stats: dict, reference_scores) -> Sco
 
 
 def check_lengths(cfg: PPOConfig, models: PPOModels) -> None:
-    """Prompt plus response fit the positions of the policy and value model, so a run fails
-    at load with the keys to change instead of an IndexError mid-run (the reward model's
-    limit is checked by its scorer)."""
-    total = cfg.data.max_prompt_tokens + cfg.generate.max_new_tokens
-    for model in (models.policy, models.value):
-        check_fits_positions(model, total, "data.max_prompt_tokens + generate.max_new_tokens",
-                             cfg.model.policy)
-
-
-def prepare_frozen_models(run: Run, models: PPOModels) -> None:
-    """The reference and the reward model at the trained models' forward precision: with the
-    policy equal to the reference (iteration 1), the KL is exactly 0 (`Run.prepare_frozen`)."""
-    models.reference = run.prepare_frozen(models.reference)
-    if isinstance(models.scorer, RewardModelScorer):
-        models.scorer.model = run.prepare_frozen(models.scorer.model)
+    """Prompt plus response fit the policy's and the value model's positions."""
+    check_rl_lengths(cfg.data, cfg.generate, cfg.model.policy, models.policy, models.value)
 
 
 def kl_controller(cfg: PPOConfig):
     if cfg.ppo.adaptive_kl:
         return AdaptiveKLController(cfg.ppo.kl_coef, cfg.ppo.kl_target, cfg.ppo.kl_horizon)
     return FixedKLController(cfg.ppo.kl_coef)
+
+
+def iteration_schedule(n_prompts: int, cfg: PPOConfig) -> IterationSchedule:
+    """Prompts and response length limits of every iteration (ppo.total_episodes episodes)."""
+    return IterationSchedule(
+        n_prompts, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
+        total_prompts=cfg.ppo.total_episodes, seed=cfg.run.seed,
+        min_new_tokens=cfg.generate.min_new_tokens, max_new_tokens=cfg.generate.max_new_tokens)

@@ -15,24 +15,22 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from rlhf.algo.types import Rollout
 from rlhf.config import PPOConfig
-from rlhf.data.batching import left_pad
-from rlhf.data.prompts import load_prompts
 from rlhf.engine.checkpoint import TrainingState
 from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
 from rlhf.engine.run import Run
-from rlhf.models import save_pretrained_atomic
-from rlhf.rl.rollout import Texts, collect_rollout, concat_rollouts, gather_rows
+from rlhf.rl.iteration import end_iteration, progress_bar, save_models, throughput
+from rlhf.rl.rollout import Texts, collect_in_chunks, gather_rows
 from rlhf.rl.schedule import IterationSchedule
+from rlhf.rl.setup import load_run_prompts
 from rlhf.stages.ppo.advantages import advantages_and_returns, per_token_kl
-from rlhf.stages.ppo.metrics import iteration_metrics, throughput, write_samples
+from rlhf.stages.ppo.metrics import iteration_metrics
 from rlhf.stages.ppo.setup import (
     PPOModels,
     ScoreTransform,
     check_lengths,
+    iteration_schedule,
     kl_controller,
     load_ppo_models,
     prepare_frozen_models,
@@ -48,7 +46,7 @@ def train_ppo(cfg: PPOConfig) -> dict[str, float]:
     while ppo.state.step < ppo.schedule.iterations:
         metrics = iteration(ppo)
     ppo.bar.close()
-    _save_final(ppo.run, ppo.policy, ppo.value, ppo.models.tokenizer)
+    save_models(ppo.run, ppo.models.tokenizer, policy=ppo.policy, value=ppo.value)
     ppo.run.finish()
     return metrics
 
@@ -118,12 +116,8 @@ def start_ppo(cfg: PPOConfig) -> PPOSession:
     _, per_minibatch, micro = cfg.batch_split(run.accelerator.num_processes)
     models = load_ppo_models(cfg, run.device)
     check_lengths(cfg, models)
-    prompts, prompt_ids = load_prompts(
-        cfg.data.path, name=cfg.data.name, split=cfg.data.split, template=cfg.data.template,
-        columns=dict(cfg.data.columns), tokenizer=models.tokenizer,
-        max_prompt_tokens=cfg.data.max_prompt_tokens, context_chars=cfg.data.context_chars,
-        max_samples=cfg.data.max_samples, seed=cfg.run.seed)
-    schedule = IterationSchedule(len(prompt_ids), cfg)
+    prompt_ids, score_prompts = load_run_prompts(cfg.data, models.tokenizer, cfg.run.seed)
+    schedule = iteration_schedule(len(prompt_ids), cfg)
     optimizer, scheduler = adamw_with_schedule(
         list(models.policy.parameters()) + list(models.value.parameters()),
         learning_rate=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay,
@@ -134,7 +128,7 @@ def start_ppo(cfg: PPOConfig) -> PPOSession:
     ppo = PPOSession(
         cfg=cfg, run=run, models=models, policy=policy, value=value, optimizer=optimizer,
         scheduler=scheduler, schedule=schedule, prompt_ids=prompt_ids,
-        score_prompts=_score_prompts(cfg, prompts), state=None, kl_ctl=kl_controller(cfg),
+        score_prompts=score_prompts, state=None, kl_ctl=kl_controller(cfg),
         transform=None, bar=None, settings=UpdateSettings(
             ppo_epochs=cfg.ppo.ppo_epochs, per_minibatch=per_minibatch, micro_batch_size=micro,
             clip_range=cfg.ppo.clip_range, value_clip_range=cfg.ppo.value_clip_range,
@@ -143,8 +137,7 @@ def start_ppo(cfg: PPOConfig) -> PPOSession:
             ratio_threshold=cfg.ppo.ratio_threshold, seed=cfg.run.seed))
     ppo.state = run.start(**ppo.checkpointed)
     _restore_or_measure(ppo)
-    ppo.bar = tqdm(total=schedule.iterations, initial=ppo.state.step, desc="ppo",
-                   dynamic_ncols=True, disable=not (run.is_main and cfg.run.progress))
+    ppo.bar = progress_bar(ppo, "ppo")
     return ppo
 
 
@@ -155,13 +148,6 @@ def _restore_or_measure(ppo: PPOSession) -> None:
         ppo.transform = ScoreTransform(**ppo.state.extra["score_transform"])
     else:
         ppo.transform = _initial_transform(ppo)
-
-
-def _score_prompts(cfg: PPOConfig, prompts) -> list[str]:
-    """The prompt text the reward model reads for each prompt."""
-    if cfg.data.reward_prompt == "instruction":
-        return [row.get("instruction") or row.get("prompt") or "" for row in prompts.raw]
-    return list(prompts.prompts)
 
 
 def collect(ppo: PPOSession, step: int) -> tuple[Rollout, Texts, dict[str, float]]:
@@ -176,28 +162,12 @@ def collect(ppo: PPOSession, step: int) -> tuple[Rollout, Texts, dict[str, float
 
 def _collect(ppo: PPOSession, policy, value, indices: list[int], lengths: list[int],
              row_seeds: list[int], timings: dict) -> tuple[Rollout, Texts]:
-    """Step 1 in chunks of train.rollout_batch_size rows (all at once when 0), under the
-    trained models' autocast, so the value and score heads run at the update's precision."""
-    models, run = ppo.models, ppo.run
-    query_ids, query_mask = left_pad([ppo.prompt_ids[i] for i in indices],
-                                     models.tokenizer.pad_token_id)
-    query_ids, query_mask = query_ids.to(run.device), query_mask.to(run.device)
-    score_prompts = [ppo.score_prompts[i] for i in indices]
-    chunk = ppo.cfg.train.rollout_batch_size or len(query_ids)
-    parts, texts = [], Texts(prompts=[], responses=[])
-    for start in range(0, len(query_ids), chunk):
-        rows = slice(start, start + chunk)
-        with run.accelerator.autocast():
-            rollout, part_texts = collect_rollout(
-                policy, models.reference, value, models.scorer, query_ids=query_ids[rows],
-                query_mask=query_mask[rows], score_prompts=score_prompts[rows],
-                tokenizer=models.tokenizer, max_new_tokens=lengths[rows],
-                temperature=ppo.cfg.generate.temperature, stop_token_ids=models.stop_ids,
-                row_seeds=row_seeds[rows], timings=timings)
-        parts.append(rollout)
-        texts.prompts += part_texts.prompts
-        texts.responses += part_texts.responses
-    return concat_rollouts(parts, models.tokenizer.pad_token_id), texts
+    """Step 1 for the prompts `indices`, in chunks of train.rollout_batch_size rows."""
+    return collect_in_chunks(
+        ppo.run, ppo.models, policy, value, [ppo.prompt_ids[i] for i in indices],
+        [ppo.score_prompts[i] for i in indices], lengths, row_seeds,
+        chunk=ppo.cfg.train.rollout_batch_size, temperature=ppo.cfg.generate.temperature,
+        timings=timings)
 
 
 def _initial_transform(ppo: PPOSession) -> ScoreTransform:
@@ -229,32 +199,3 @@ def update(ppo: PPOSession, rollout: Rollout, advantages, returns,
         iteration=ppo.state.step)
     timings["time/update"] = time.perf_counter() - started
     return stats, outcomes
-
-
-def end_iteration(ppo: PPOSession, metrics: dict[str, float], texts: Texts | None = None,
-                  rollout: Rollout | None = None) -> dict[str, float]:
-    """Step 6's bookkeeping: count the iteration, log it (and samples every samples_every
-    iterations and after the first), checkpoint when due; the metrics."""
-    ppo.state.step += 1
-    step, cfg = ppo.state.step, ppo.cfg
-    if step % cfg.run.log_every == 0:
-        ppo.run.log(step, metrics)
-    ppo.bar.update(1)
-    if rollout is not None:  # a skipped iteration has no samples to show
-        ppo.bar.set_postfix(score=f"{metrics['objective/score']:.3f}",
-                            kl=f"{metrics['objective/kl']:.3f}")
-        if cfg.samples_every and (step % cfg.samples_every == 0 or step == 1):
-            write_samples(ppo.run, step, texts, rollout)
-    ppo.run.end_of_step(ppo.state, ppo.checkpointed, last=step == ppo.schedule.iterations)
-    return metrics
-
-
-def _save_final(run: Run, policy, value, tokenizer) -> None:
-    """The policy (and value model) as save_pretrained folders."""
-    if run.is_main:
-        save_pretrained_atomic(run.accelerator.unwrap_model(policy), tokenizer,
-                               run.output_dir / "policy")
-        save_pretrained_atomic(run.accelerator.unwrap_model(value), tokenizer,
-                               run.output_dir / "value")
-        print(f"[rlhf] policy saved to {run.output_dir / 'policy'}", flush=True)
-    run.accelerator.wait_for_everyone()

@@ -13,7 +13,14 @@ from rlhf.algo.masking import masked_mean
 from rlhf.algo.types import Rollout
 from rlhf.engine.optim import SKIPPED, optimizer_step
 from rlhf.rl.forward import response_logprobs, response_values
-from rlhf.rl.generation import row_seed
+from rlhf.rl.minibatches import (
+    accumulate,
+    means,
+    minibatch_order,
+    minibatches,
+    process_mean,
+    trimmed_rows,
+)
 
 
 @dataclass
@@ -39,22 +46,6 @@ RATIO_SKIPPED = "ratio_skipped"
 """A minibatch whose mean ratio exceeded ppo.ratio_threshold: no optimizer step."""
 
 
-def _rows(rollout: Rollout, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The (query, response) tensors of some rows, trimmed to their longest real response."""
-    mask = rollout.response_mask[index]
-    width = max(int(mask.sum(1).max()), 1)
-    return (rollout.query_ids[index], rollout.query_mask[index],
-            rollout.response_ids[index, :width], mask[:, :width])
-
-
-def minibatch_order(n_rows: int, seed: int, iteration: int, epoch: int) -> torch.Tensor:
-    """(n_rows,) the order of the global batch's rows in one PPO epoch, from a generator keyed
-    by (seed, iteration, epoch): the same minibatches for any number of processes, and on
-    resume, whatever the RNG state."""
-    generator = torch.Generator().manual_seed(row_seed("minibatches", seed, iteration, epoch))
-    return torch.randperm(n_rows, generator=generator)
-
-
 def ppo_update(policy, value_model, optimizer, scheduler, accelerator, rollout: Rollout,
                advantages: torch.Tensor, returns: torch.Tensor, settings: UpdateSettings,
                is_finite=lambda quantities: True, *,
@@ -71,44 +62,31 @@ def ppo_update(policy, value_model, optimizer, scheduler, accelerator, rollout: 
     Returns the metrics and every minibatch's outcome (`run.optimizer_step`'s, or
     RATIO_SKIPPED); a skipped minibatch adds no metrics.
     """
-    world, rank, per = accelerator.num_processes, accelerator.process_index, settings.per_minibatch
     totals: dict[str, float] = {}
     outcomes: list[str] = []
     epochs_done = 0
     for epoch in range(settings.ppo_epochs):
         order = minibatch_order(len(rollout.scores), settings.seed, iteration, epoch)
         epoch_stats: dict[str, float] = {}
-        for start in range(0, len(order), per * world):
-            minibatch = order[start:start + per * world].to(rollout.scores.device)
+        for minibatch, mine in minibatches(order, settings.per_minibatch, accelerator):
+            device = rollout.scores.device
             stats, outcome = _minibatch_step(
                 policy, value_model, optimizer, scheduler, accelerator, rollout, advantages,
-                returns, minibatch, minibatch[rank * per:(rank + 1) * per], settings, is_finite)
+                returns, minibatch.to(device), mine.to(device), settings, is_finite)
             outcomes.append(outcome)
             if stats is not None:
-                _accumulate(epoch_stats, stats, 1.0)
+                accumulate(epoch_stats, stats, 1.0)
         epochs_done += 1
         if not epoch_stats:
             continue
-        _accumulate(totals, epoch_stats, 1.0)
-        epoch_kl = _process_mean(accelerator, epoch_stats["policy/approx_kl"])
+        accumulate(totals, epoch_stats, 1.0)
+        epoch_kl = process_mean(accelerator, epoch_stats["policy/approx_kl"])
         if (settings.target_approx_kl is not None
                 and epoch_kl / epoch_stats["_count"] > settings.target_approx_kl):
             break  # early stop: the policy moved too far from the rollout policy
-    means = {}
-    if totals:
-        count = totals.pop("_count")
-        means = {key: value / count for key, value in totals.items()}
-        means["policy/ratio_max"] = totals["policy/ratio_max"]  # a maximum, not a sum
-    return means | {"ppo/epochs_done": float(epochs_done),
+    return means(totals) | {"ppo/epochs_done": float(epochs_done),
                     "ppo/ratio_skipped_minibatches": float(outcomes.count(RATIO_SKIPPED))
                     }, outcomes
-
-
-def _process_mean(accelerator, value: float) -> float:
-    """The mean of a float over processes (the float itself with one process)."""
-    if accelerator.num_processes == 1:
-        return value
-    return float(accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean"))
 
 
 def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, rollout, advantages,
@@ -123,7 +101,7 @@ def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, roll
     losses = []
     micro_batches = mine.split(settings.micro_batch_size)
     for index, micro in enumerate(micro_batches):
-        query_ids, query_mask, response_ids, response_mask = _rows(rollout, micro)
+        query_ids, query_mask, response_ids, response_mask = trimmed_rows(rollout, micro)
         width = response_ids.shape[1]
         with ExitStack() as stack:
             if index < len(micro_batches) - 1:  # all-reduce once per minibatch
@@ -149,9 +127,9 @@ def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, roll
         micro_stats["policy/entropy"] = float(masked_mean(entropy.detach(), response_mask))
         micro_stats["loss/policy"] = micro_stats.pop("policy/loss")
         micro_stats["loss/value"] = micro_stats.pop("value/loss")
-        _accumulate(stats, micro_stats, float(share))
+        accumulate(stats, micro_stats, float(share))
     if (settings.ratio_threshold is not None
-            and _process_mean(accelerator, stats["policy/ratio_mean"]) > settings.ratio_threshold):
+            and process_mean(accelerator, stats["policy/ratio_mean"]) > settings.ratio_threshold):
         optimizer.zero_grad(set_to_none=True)  # a loss spike in the making (trl 0.11)
         return None, RATIO_SKIPPED
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -163,14 +141,3 @@ def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, roll
     stats["policy/grad_norm"] = grad_norm
     stats["_count"] = 1.0
     return stats, outcome
-
-
-def _accumulate(totals: dict[str, float], stats: dict[str, float], weight: float) -> None:
-    """Weighted running sums; `_count` counts unweighted entries. ratio_max keeps the max."""
-    for key, value in stats.items():
-        if key == "policy/ratio_max":
-            totals[key] = max(totals.get(key, float("-inf")), value)
-        elif key == "_count":
-            totals[key] = totals.get(key, 0.0) + value
-        else:
-            totals[key] = totals.get(key, 0.0) + weight * value

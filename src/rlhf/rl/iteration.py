@@ -1,0 +1,74 @@
+"""The bookkeeping every RL iteration ends with: throughput, sample responses, the log line,
+the progress bar, checkpoints, and the models saved at the end."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from rlhf.algo.types import Rollout
+from rlhf.engine.run import Run
+from rlhf.models import save_pretrained_atomic
+from rlhf.rl.rollout import Texts
+
+
+def throughput(rollout: Rollout, started: float) -> dict[str, float]:
+    seconds = time.perf_counter() - started
+    tokens = float(rollout.response_mask.sum() + rollout.query_mask.sum())
+    return {"time/iteration": seconds, "throughput/tokens_per_s": tokens / max(seconds, 1e-9)}
+
+
+def write_samples(run: Run, step: int, texts: Texts, rollout: Rollout) -> None:
+    """Up to 8 (prompt, response, score) rows of the global batch, in its order, appended to
+    samples.jsonl by the main process."""
+    rows = list(zip(texts.prompts, texts.responses, rollout.scores.tolist(), strict=True))[:8]
+    if run.accelerator.num_processes > 1:  # the first rows of the global batch, in its order
+        rows = gather_object(rows)[:8]
+    if run.is_main:
+        with open(run.output_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
+            for prompt, response, score in rows:
+                handle.write(json.dumps({"step": step, "prompt": prompt, "response": response,
+                                         "score": score}, ensure_ascii=False) + "\n")
+
+
+def progress_bar(session: Any, desc: str):
+    """A bar over the session's iterations that starts where a resumed run stands."""
+    return tqdm(total=session.schedule.iterations, initial=session.state.step, desc=desc,
+                dynamic_ncols=True, disable=not (session.run.is_main and session.cfg.run.progress))
+
+
+def end_iteration(session: Any, metrics: dict[str, float], texts: Texts | None = None,
+                  rollout: Rollout | None = None) -> dict[str, float]:
+    """Count the iteration, log it (and samples every samples_every iterations and after the
+    first), checkpoint when due; the metrics. `session` is a stage's session: it has `cfg`
+    (with `run.log_every` and `samples_every`), `run`, `state`, `schedule`, `bar` and
+    `checkpointed`."""
+    session.state.step += 1
+    step, cfg = session.state.step, session.cfg
+    if step % cfg.run.log_every == 0:
+        session.run.log(step, metrics)
+    session.bar.update(1)
+    if rollout is not None:  # a skipped iteration has no samples to show
+        shown = {"score": f"{metrics['objective/score']:.3f}"}
+        if "objective/kl" in metrics:
+            shown["kl"] = f"{metrics['objective/kl']:.3f}"
+        session.bar.set_postfix(**shown)
+        if cfg.samples_every and (step % cfg.samples_every == 0 or step == 1):
+            write_samples(session.run, step, texts, rollout)
+    session.run.end_of_step(session.state, session.checkpointed,
+                            last=step == session.schedule.iterations)
+    return metrics
+
+
+def save_models(run: Run, tokenizer, **models) -> None:
+    """Each model as a save_pretrained folder named by its keyword (policy=..., value=...)."""
+    if run.is_main:
+        for name, model in models.items():
+            save_pretrained_atomic(run.accelerator.unwrap_model(model), tokenizer,
+                                   run.output_dir / name)
+        print(f"[rlhf] policy saved to {run.output_dir / 'policy'}", flush=True)
+    run.accelerator.wait_for_everyone()

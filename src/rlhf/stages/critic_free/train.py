@@ -1,0 +1,212 @@
+"""Critic-free RL: k responses per prompt, an advantage estimator that uses the group (or the
+batch) as its baseline, and a clipped policy loss; no value model. An iteration reads like the
+algorithm:
+
+    1. sample and score      k responses per prompt (rl.rollout.collect_in_chunks)
+    2. global batch          every process holds every row (rl.rollout.gather_rows)
+    3. group signal          zero-signal groups counted, dropped with dynamic sampling
+    4. advantages            estimator on the scores, KL reward, returns-to-go
+    5. update                epochs x minibatches x micro-batches, aggregated loss
+    6. log, checkpoint
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlhf.algo.aggregation import sequence_mean, token_mean, token_sum
+from rlhf.algo.advantages import update_moving_baseline
+from rlhf.algo.losses import sequence_log_ratio, token_log_ratio
+from rlhf.algo.rewards import ScoreTransform
+from rlhf.algo.types import Rollout
+from rlhf.config import CriticFreeConfig
+from rlhf.engine.checkpoint import TrainingState
+from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
+from rlhf.engine.run import Run
+from rlhf.rl.iteration import end_iteration, progress_bar, save_models, throughput
+from rlhf.rl.rollout import Texts, collect_in_chunks, gather_rows
+from rlhf.rl.schedule import IterationSchedule
+from rlhf.rl.setup import (
+    PolicyModels,
+    check_lengths,
+    load_policy_models,
+    load_run_prompts,
+    prepare_frozen_models,
+)
+from rlhf.stages.critic_free.advantages import (
+    advantage_stats,
+    group_signal,
+    sequence_advantages,
+    token_advantages,
+)
+from rlhf.stages.critic_free.metrics import batch_metrics, update_metrics
+from rlhf.stages.critic_free.update import LOSS_PENALTIES, UpdateSettings, policy_update
+
+AGGREGATIONS = {"sequence_mean": sequence_mean, "token_mean": token_mean, "token_sum": token_sum}
+
+
+def train_critic_free(cfg: CriticFreeConfig) -> dict[str, float]:
+    """Run the configured critic-free method; returns the last iteration's metrics."""
+    session = start_critic_free(cfg)
+    metrics: dict[str, float] = {}
+    while session.state.step < session.schedule.iterations:
+        metrics = iteration(session)
+    session.bar.close()
+    save_models(session.run, session.models.tokenizer, policy=session.policy)
+    session.run.finish()
+    return metrics
+
+
+def iteration(session: CriticFreeSession) -> dict[str, float]:
+    """One iteration, the algorithm's steps in order; its metrics."""
+    cfg, step, started = session.cfg, session.state.step, time.perf_counter()
+    local, texts, timings = collect(session, step)                                       # 1.
+    raw_scores = local.scores
+    local.scores = session.transform(raw_scores, local.ended_with_eos)
+    rollout, raw_scores = gather(session, local, raw_scores)                             # 2.
+    if not session.run.finite_or_skip(step, {"reward": raw_scores}):
+        # no update from an iteration whose rewards are NaN/inf
+        return end_iteration(session, count_outcomes(session.state, None, [SKIPPED]))
+    k = cfg.generate.num_samples
+    signal = group_signal(rollout.scores, k, cfg.algo.dynamic_sampling)                 # 3.
+    train_mask = rollout.response_mask & signal.kept[:, None]
+    baseline = session.state.extra.get("baseline")                                       # 4.
+    kl_reward_estimator = cfg.algo.kl_estimator if cfg.algo.kl_penalty == "reward" else None
+    advantages, kl_reward = token_advantages(
+        rollout, sequence_advantages(rollout.scores, cfg.algo.advantage, k, baseline),
+        train_mask, estimator=cfg.algo.advantage, kl_penalty=kl_reward_estimator,
+        kl_coef=cfg.algo.kl_coef)
+    update_stats, outcomes = update(session, rollout, advantages, train_mask, timings)   # 5.
+    metrics = batch_metrics(rollout, raw_scores, signal, kl_reward, cfg.algo.kl_coef)    # 6.
+    metrics |= advantage_stats(advantages, train_mask)
+    if cfg.algo.advantage == "reinforce":
+        session.state.extra["baseline"] = update_moving_baseline(
+            baseline, float(rollout.scores.mean()), cfg.algo.baseline_decay)
+        metrics["baseline/value"] = session.state.extra["baseline"]
+    metrics |= update_metrics(session.run, update_stats)
+    metrics |= timings | throughput(local, started)
+    metrics["train/lr"] = session.scheduler.get_last_lr()[0]
+    metrics = count_outcomes(session.state, metrics, outcomes)
+    return end_iteration(session, metrics, texts, local)
+
+
+@dataclass
+class CriticFreeSession:
+    """What every iteration of a critic-free run uses, set up once by `start_critic_free`."""
+
+    cfg: CriticFreeConfig
+    run: Run
+    models: PolicyModels
+    policy: Any
+    """The policy as accelerate prepared it (DDP-wrapped with several processes)."""
+    optimizer: Any
+    scheduler: Any
+    schedule: IterationSchedule
+    prompt_ids: list[list[int]]
+    score_prompts: list[str]
+    """The prompt text the reward model reads for each prompt."""
+    settings: UpdateSettings
+    transform: ScoreTransform
+    state: TrainingState | None = None
+    bar: Any = None
+
+    @property
+    def checkpointed(self) -> dict[str, dict]:
+        return {"models": {"policy": self.policy}, "optimizers": {"policy": self.optimizer},
+                "schedulers": {"policy": self.scheduler}}
+
+
+def start_critic_free(cfg: CriticFreeConfig) -> CriticFreeSession:
+    """The policy (and a reference unless the KL is off), the scorer, prompts, the optimizer
+    and its schedule, the run started (resumed from its newest checkpoint when asked)."""
+    run = Run(cfg.run, cfg, stage="critic_free")
+    _, per_minibatch, micro = cfg.batch_split(run.accelerator.num_processes)
+    models = load_policy_models(cfg.model, cfg.generate, seed=cfg.run.seed,
+                                batch_size=cfg.train.batch_size * cfg.generate.num_samples,
+                                device=run.device, with_reference=cfg.algo.kl_penalty != "none")
+    check_lengths(cfg.data, cfg.generate, cfg.model.policy, models.policy)
+    prompt_ids, score_prompts = load_run_prompts(cfg.data, models.tokenizer, cfg.run.seed)
+    schedule = IterationSchedule(
+        len(prompt_ids), batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
+        total_prompts=cfg.algo.total_prompts, seed=cfg.run.seed,
+        min_new_tokens=cfg.generate.min_new_tokens, max_new_tokens=cfg.generate.max_new_tokens)
+    optimizer, scheduler = adamw_with_schedule(
+        list(models.policy.parameters()), learning_rate=cfg.train.learning_rate,
+        weight_decay=cfg.train.weight_decay, scheduler=cfg.train.scheduler,
+        warmup_ratio=cfg.train.warmup_ratio,
+        total_steps=schedule.iterations * cfg.algo.update_epochs * cfg.algo.num_minibatches)
+    policy, optimizer = run.accelerator.prepare(models.policy, optimizer)
+    prepare_frozen_models(run, models)
+    session = CriticFreeSession(
+        cfg=cfg, run=run, models=models, policy=policy, optimizer=optimizer,
+        scheduler=scheduler, schedule=schedule, prompt_ids=prompt_ids,
+        score_prompts=score_prompts, settings=update_settings(cfg, per_minibatch, micro),
+        transform=ScoreTransform(missing_eos_penalty=cfg.algo.missing_eos_penalty,
+                                 clip=cfg.algo.score_clip))
+    session.state = run.start(**session.checkpointed)
+    session.bar = progress_bar(session, cfg.algo.advantage)
+    return session
+
+
+def update_settings(cfg: CriticFreeConfig, per_minibatch: int, micro: int) -> UpdateSettings:
+    """The configured functions and numbers of the update."""
+    aggregate = AGGREGATIONS[cfg.algo.loss_aggregation]
+    if cfg.algo.loss_aggregation == "token_sum":
+        aggregate = functools.partial(
+            aggregate, divisor=cfg.algo.token_sum_divisor or cfg.generate.max_new_tokens)
+    return UpdateSettings(
+        epochs=cfg.algo.update_epochs, per_minibatch=per_minibatch, micro_batch_size=micro,
+        clip_low=cfg.algo.clip_low, clip_high=cfg.algo.clip_high,
+        log_ratio=sequence_log_ratio if cfg.algo.ratio == "sequence" else token_log_ratio,
+        aggregate=aggregate,
+        kl_loss=LOSS_PENALTIES[cfg.algo.kl_estimator] if cfg.algo.kl_penalty == "loss" else None,
+        kl_coef=cfg.algo.kl_coef, temperature=cfg.generate.temperature,
+        max_grad_norm=cfg.train.max_grad_norm, seed=cfg.run.seed)
+
+
+def collect(session: CriticFreeSession, step: int) -> tuple[Rollout, Texts, dict[str, float]]:
+    """Step 1 for this process's prompts: k rows per prompt, prompt-major, each seeded by
+    (seed, iteration, prompt, sample); the k responses to a prompt share its length limit."""
+    k, schedule = session.cfg.generate.num_samples, session.schedule
+    indices = schedule.local_prompts(step, session.run.accelerator)
+    rows = [index for index in indices for _ in range(k)]
+    lengths = [limit for limit in schedule.response_lengths(step, indices) for _ in range(k)]
+    timings: dict[str, float] = {}
+    rollout, texts = collect_in_chunks(
+        session.run, session.models, session.policy, None,
+        [session.prompt_ids[i] for i in rows], [session.score_prompts[i] for i in rows],
+        lengths, schedule.group_row_seeds(step, indices, k),
+        chunk=session.cfg.train.rollout_batch_size,
+        temperature=session.cfg.generate.temperature, timings=timings)
+    return rollout, texts, timings
+
+
+def gather(session: CriticFreeSession, local: Rollout,
+           raw_scores: torch.Tensor) -> tuple[Rollout, torch.Tensor]:
+    """Step 2: the global batch on every process, in process order (a prompt's group stays
+    on one process, so groups stay whole), and its raw scores."""
+    accelerator = session.run.accelerator
+    (rollout,) = gather_rows(accelerator, local, pad_id=session.models.tokenizer.pad_token_id)
+    if accelerator.num_processes > 1:
+        raw_scores = accelerator.gather(raw_scores)
+    return rollout, raw_scores
+
+
+def update(session: CriticFreeSession, rollout: Rollout, advantages: torch.Tensor,
+           train_mask: torch.Tensor,
+           timings: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Step 5 on the global batch."""
+    session.policy.train()
+    started = time.perf_counter()
+    stats, outcomes = policy_update(
+        session.policy, session.optimizer, session.scheduler, session.run.accelerator, rollout,
+        advantages, train_mask, session.settings,
+        lambda quantities: session.run.finite_or_skip(session.state.step, quantities),
+        iteration=session.state.step)
+    timings["time/update"] = time.perf_counter() - started
+    return stats, outcomes
