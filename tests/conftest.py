@@ -55,6 +55,38 @@ def gpt2_tokenizer_dir(gpt2_tokenizer, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def gpt2_policy_and_roberta_reward(gpt2_tokenizer_dir, roberta_tokenizer_dir,
+                                   tmp_path_factory) -> tuple[Path, Path]:
+    """(policy, reward model) folders: a 2-layer GPT-2 policy with the real GPT-2 tokenizer and
+    a 2-layer RoBERTa reward model with the real roberta-base tokenizer, random weights: the
+    reference workload's shapes in miniature, two tokenizers included."""
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        GPT2Config,
+        RobertaConfig,
+    )
+
+    folder = tmp_path_factory.mktemp("cross-tokenizer-models")
+    gpt2 = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
+    policy_config = GPT2Config(vocab_size=len(gpt2), n_embd=32, n_layer=2, n_head=2,
+                               n_positions=256)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(policy_config).save_pretrained(folder / "policy")
+    gpt2.save_pretrained(folder / "policy")
+    roberta = AutoTokenizer.from_pretrained(roberta_tokenizer_dir)
+    reward_config = RobertaConfig(vocab_size=len(roberta), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=514, type_vocab_size=1, num_labels=1,
+                                  pad_token_id=roberta.pad_token_id)
+    AutoModelForSequenceClassification.from_config(reward_config).save_pretrained(folder / "rm")
+    roberta.save_pretrained(folder / "rm")
+    return folder / "policy", folder / "rm"
+
+
 @pytest.fixture(autouse=True)
 def _restore_signal_handlers():
     """A run installs SIGINT/SIGTERM handlers while it trains; a test that stops early (an

@@ -35,9 +35,12 @@ STAGES = {
     "ppo": ["train-ppo", "--config", str(ROOT / "configs/ppo/tiny.yaml"), "train.batch_size=8",
             f"ppo.total_episodes={8 * STEPS}", "ppo.normalization_samples=16",
             "samples_every=2"],
+    "critic_free": ["train-critic-free", "--config", str(ROOT / "configs/critic_free/grpo_tiny.yaml"),
+                    "train.batch_size=2", f"algo.total_prompts={2 * STEPS}", "samples_every=2"],
 }
 FINAL_WEIGHTS = {"sft": ["model/model.safetensors"], "reward": ["model/model.safetensors"],
-                 "ppo": ["policy/model.safetensors", "value/model.safetensors"]}
+                 "ppo": ["policy/model.safetensors", "value/model.safetensors"],
+                 "critic_free": ["policy/model.safetensors"]}
 
 # (kill point, signal, checkpoints on disk afterwards, leftover temporary checkpoint)
 CHAIN = [
@@ -101,7 +104,7 @@ def uninterrupted(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("stage", ["sft", "reward", "ppo"])
+@pytest.mark.parametrize("stage", ["sft", "reward", "ppo", "critic_free"])
 def test_killed_at_every_kind_of_point_and_resumed_is_bit_identical(stage, tmp_path,
                                                                     uninterrupted) -> None:
     out = tmp_path / "run"

@@ -17,8 +17,9 @@ import rlhf.reward.rules
 import rlhf.stages.reward
 import rlhf.stages.sft
 from rlhf.cli import main
-from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config
+from rlhf.config import CriticFreeConfig, PPOConfig, RewardConfig, SFTConfig, load_config
 from rlhf.errors import NonFiniteError
+from rlhf.stages.critic_free.train import train_critic_free
 from rlhf.stages.ppo.train import train_ppo
 from rlhf.stages.reward import train_reward
 from rlhf.stages.sft import train_sft
@@ -63,6 +64,10 @@ STAGES = {
             (rlhf.reward.rules, "vivid_word_fraction"),
             ["train.batch_size=8", "ppo.total_episodes=40", "ppo.score_normalization=none",
              "ppo.num_minibatches=1"], "reward"),
+    "critic_free": (CriticFreeConfig, "configs/critic_free/grpo_tiny.yaml", train_critic_free,
+                    (rlhf.reward.rules, "vivid_word_fraction"),
+                    ["train.batch_size=2", "algo.total_prompts=10", "algo.num_minibatches=1"],
+                    "reward"),
 }
 
 
@@ -80,7 +85,7 @@ def poison(stage: str, monkeypatch) -> None:
     monkeypatch.setattr(module, name, poisoned(getattr(module, name), bad_call))
 
 
-@pytest.mark.parametrize("stage", ["reward", "sft", "ppo"])
+@pytest.mark.parametrize("stage", ["reward", "sft", "ppo", "critic_free"])
 def test_nonfinite_stops_with_step_and_quantity_and_keeps_the_checkpoint(
         stage: str, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "run"
@@ -97,7 +102,7 @@ def test_nonfinite_stops_with_step_and_quantity_and_keeps_the_checkpoint(
     assert max(r["step"] for r in records(out)) == 2  # stopped before logging step 3
 
 
-@pytest.mark.parametrize("stage", ["reward", "sft", "ppo"])
+@pytest.mark.parametrize("stage", ["reward", "sft", "ppo", "critic_free"])
 def test_skip_option_skips_the_batch_and_counts_it(stage: str, tmp_path: Path,
                                                    monkeypatch) -> None:
     out = tmp_path / "run"
@@ -107,7 +112,7 @@ def test_skip_option_skips_the_batch_and_counts_it(stage: str, tmp_path: Path,
     train_lines = [r for r in records(out) if "train/skipped_batches" in r]
     counts = {r["step"]: r["train/skipped_batches"] for r in train_lines}
     assert counts[2] == 0 and counts[3] == 1 and counts[max(counts)] == 1
-    final = out / ("policy" if stage == "ppo" else "model") / "model.safetensors"
+    final = out / ("policy" if stage in ("ppo", "critic_free") else "model") / "model.safetensors"
     assert all(torch.isfinite(t).all() for t in load_file(final).values())
 
 

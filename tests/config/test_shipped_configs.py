@@ -196,3 +196,36 @@ def test_a_recommended_config_differs_from_trl_0_11_only_where_docs_say_why(
     doc = (ROOT / "docs/trl-0.11-settings.md").read_text()
     for key in changes - {"run.output_dir"}:
         assert f"`{key}`" in doc or f"`{key.rsplit('.', 1)[1]}`" in doc, key
+
+
+# -- critic-free methods on the reference workload -------------------------------------------
+
+CRITIC_FREE_DOLLY = sorted((CONFIGS / "critic_free").glob("*_dolly_gpt2.yaml"))
+SAME_AS_RECOMMENDED_PPO = ["data.path", "data.template", "data.context_chars",
+                           "data.max_prompt_tokens", "data.reward_prompt", "model.policy",
+                           "model.reward", "model.reward_template", "generate.temperature",
+                           "generate.max_new_tokens", "train.learning_rate", "train.scheduler",
+                           "run.mixed_precision"]
+
+
+def test_every_critic_free_method_has_a_reference_workload_config() -> None:
+    methods = {load_config(CriticFreeConfig, path).algo.advantage for path in CRITIC_FREE_DOLLY}
+    assert methods == {"rloo", "grpo", "dr_grpo", "reinforce_pp", "reinforce"}
+
+
+@pytest.mark.parametrize("path", CRITIC_FREE_DOLLY, ids=lambda p: p.name)
+def test_critic_free_dolly_configs_take_the_ppo_budget_on_the_same_models(path: Path) -> None:
+    """Same models, prompts and sampling as the recommended PPO config, and its budget: 14,976
+    responses in 117 iterations of 128, and 468 optimizer steps."""
+    from rlhf.rl.schedule import IterationSchedule
+
+    ppo = flat(load_config(PPOConfig, CONFIGS / "ppo/dolly_gpt2_recommended.yaml"))
+    cfg = load_config(CriticFreeConfig, path)
+    assert {k: flat(cfg)[k] for k in SAME_AS_RECOMMENDED_PPO} == \
+        {k: ppo[k] for k in SAME_AS_RECOMMENDED_PPO}
+    schedule = IterationSchedule(
+        DOLLY_PROMPTS, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
+        total_prompts=cfg.algo.total_prompts, seed=0, min_new_tokens=None, max_new_tokens=24)
+    assert schedule.iterations == 117
+    assert cfg.train.batch_size * cfg.generate.num_samples == 128
+    assert schedule.iterations * cfg.algo.update_epochs * cfg.algo.num_minibatches == 468

@@ -10,9 +10,8 @@ from rlhf.config import PPOConfig, load_config
 from rlhf.errors import UserError
 from rlhf.models import frozen_copy, load_policy, value_model_from_policy
 from rlhf.rl.generation import stop_token_ids
-from rlhf.stages.ppo.setup import iteration_schedule
 from rlhf.stages.ppo.advantages import advantages_and_returns
-from rlhf.stages.ppo.setup import ScoreTransform, score_transform
+from rlhf.stages.ppo.setup import ScoreTransform, iteration_schedule, score_transform
 from rlhf.stages.ppo.update import UpdateSettings, ppo_update
 
 ONE_PROCESS = SimpleNamespace(num_processes=1, process_index=0)

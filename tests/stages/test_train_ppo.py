@@ -94,32 +94,12 @@ def test_ppo_against_a_reward_model_made_by_train_reward(tmp_path: Path) -> None
 
 @pytest.mark.skipif(not DOLLY.exists(), reason="needs ../shared/data")
 def test_gpt2_policy_with_roberta_reward_on_real_dolly_prompts(
-        tmp_path: Path, gpt2_tokenizer_dir: Path, roberta_tokenizer_dir: Path) -> None:
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        GPT2Config,
-        RobertaConfig,
-    )
-
-    gpt2 = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
-    policy_config = GPT2Config(vocab_size=len(gpt2), n_embd=32, n_layer=2, n_head=2,
-                               n_positions=256)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(policy_config).save_pretrained(tmp_path / "policy")
-    gpt2.save_pretrained(tmp_path / "policy")
-    roberta = AutoTokenizer.from_pretrained(roberta_tokenizer_dir)
-    reward_config = RobertaConfig(vocab_size=len(roberta), hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=64,
-                                  max_position_embeddings=514, type_vocab_size=1, num_labels=1,
-                                  pad_token_id=roberta.pad_token_id)
-    AutoModelForSequenceClassification.from_config(reward_config).save_pretrained(
-        tmp_path / "rm")
-    roberta.save_pretrained(tmp_path / "rm")
+        tmp_path: Path, gpt2_policy_and_roberta_reward: tuple[Path, Path]) -> None:
+    policy, reward = gpt2_policy_and_roberta_reward
     cfg = load_config(PPOConfig, ROOT / "configs" / "ppo" / "dolly_gpt2.yaml", [
         f"run.output_dir={tmp_path / 'run'}", "run.progress=false", f"data.path={DOLLY}",
-        "data.max_samples=64", f"model.policy={tmp_path / 'policy'}",
-        f"model.reward={tmp_path / 'rm'}", "train.batch_size=8", "ppo.num_minibatches=2",
+        "data.max_samples=64", f"model.policy={policy}", f"model.reward={reward}",
+        "train.batch_size=8", "ppo.num_minibatches=2",
         "ppo.total_episodes=24", "ppo.normalization_samples=8", "run.save_every=0"])
     metrics = train_ppo(cfg)
     assert len(records(tmp_path / "run")) == 3

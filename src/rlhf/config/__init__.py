@@ -11,20 +11,20 @@ Imports only the standard library, OmegaConf and rlhf.errors (DESIGN.md dependen
 """
 
 from rlhf.config.common import BatchTrainConfig, ExampleDataConfig, OptimizerConfig, RunConfig
-from rlhf.config.loading import BOOLEAN_WORDS, load_config, merge_config, to_yaml
 from rlhf.config.critic_free import (
     CriticFreeAlgoConfig,
     CriticFreeConfig,
     GroupGenerateConfig,
 )
+from rlhf.config.loading import BOOLEAN_WORDS, load_config, merge_config, to_yaml
 from rlhf.config.ppo import PPOAlgoConfig, PPOConfig, PPOModelConfig
-from rlhf.config.rl import GenerateConfig, PromptDataConfig, RLModelConfig, RLTrainConfig
 from rlhf.config.reward import (
     PreferenceDataConfig,
     RewardConfig,
     RewardModelConfig,
     RewardTrainConfig,
 )
+from rlhf.config.rl import GenerateConfig, PromptDataConfig, RLModelConfig, RLTrainConfig
 from rlhf.config.sft import (
     SFT_COLUMNS,
     SFTConfig,

@@ -2,8 +2,10 @@
 
 `load_rows(path)` accepts, in this order of precedence:
 
-- `builtin:<name>`: data made by the package itself. `builtin:descriptiveness` is the synthetic
-  preference task of `rlhf.data.synthetic` (train: 2,000 rows, seed 0; test: 400 rows, seed 1).
+- `builtin:<name>`: data made by the package itself, from `rlhf.data.synthetic` (train: 2,000
+  rows, seed 0; test: 400 rows, seed 1). `builtin:descriptiveness` is the synthetic preference
+  task; `builtin:arithmetic` holds one-digit sums and differences as prompts ("Q: 3 + 4 = ?
+  A:", with an `answer` column) for rule-checked rewards.
 - a local file: `.json` (a list of objects, one object per line, or an object whose values are
   lists of objects, read as named splits), `.jsonl`, `.jsonl.gz`, `.json.gz`, `.csv`,
   `.parquet`. JSON is parsed here with the standard library so that a malformed line or bytes
@@ -33,11 +35,12 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from rlhf.data.synthetic import descriptiveness_pairs
+from rlhf.data.synthetic import arithmetic_problems, descriptiveness_pairs
 from rlhf.errors import UserError, first_line
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_SPLIT_SIZES = {"train": (2000, 0), "test": (400, 1)}  # split: (rows, seed)
+BUILTIN_DATA_SETS = {"descriptiveness": descriptiveness_pairs, "arithmetic": arithmetic_problems}
 JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 DATASETS_SUFFIXES = {".csv": "csv", ".parquet": "parquet"}
 DATA_SUFFIXES = JSON_SUFFIXES + tuple(DATASETS_SUFFIXES) + (".gz", ".tsv", ".txt", ".arrow")
@@ -160,10 +163,12 @@ def _looks_like_local_path(path: str) -> bool:
 
 
 def _builtin_splits(path: str) -> dict[str, Any]:
-    if path != f"{BUILTIN_PREFIX}descriptiveness":
-        raise UserError(f"unknown built-in data set '{path}'; use {BUILTIN_PREFIX}descriptiveness")
-    return {split: descriptiveness_pairs(rows, seed=seed)
-            for split, (rows, seed) in BUILTIN_SPLIT_SIZES.items()}
+    """Every built-in set has the same splits (BUILTIN_SPLIT_SIZES), each made from its seed."""
+    make = BUILTIN_DATA_SETS.get(path[len(BUILTIN_PREFIX):])
+    if make is None:
+        names = " or ".join(BUILTIN_PREFIX + name for name in BUILTIN_DATA_SETS)
+        raise UserError(f"unknown built-in data set '{path}'; use {names}")
+    return {split: make(rows, seed=seed) for split, (rows, seed) in BUILTIN_SPLIT_SIZES.items()}
 
 
 def _file_splits(path: str, shown: str) -> dict[str, Any]:

@@ -12,6 +12,10 @@ reward model has to learn which words describe, not just count tokens.
 
 `descriptiveness_pairs` feeds `load_rows("builtin:descriptiveness")` (see `rlhf.data.sources`);
 `descriptiveness_corpus` trains the built-in models' tokenizer. Both depend only on `seed`.
+
+`arithmetic_problems` feeds `load_rows("builtin:arithmetic")`: one-digit sums and differences
+("Q: 3 + 4 = ? A:") whose answers a rule can check (`rlhf.reward.rules:arithmetic_answer`), so
+a verifiable-reward run (GRPO on maths, in miniature) needs no download either.
 """
 
 from __future__ import annotations
@@ -180,3 +184,30 @@ def descriptiveness_corpus(n: int, seed: int) -> list[str]:
         continuation = pair["chosen"] if rng.random() < 0.5 else pair["rejected"]
         texts.append(f"{pair['prompt']} {continuation}")
     return texts
+
+
+ARITHMETIC_OPERATORS = ("+", "-")
+ARITHMETIC_MAX_OPERAND = 9
+
+
+def arithmetic_prompt(left: int, operator: str, right: int) -> str:
+    """The one prompt format `rlhf.reward.rules:arithmetic_answer` parses back."""
+    return f"Q: {left} {operator} {right} = ? A:"
+
+
+def arithmetic_problems(n: int, seed: int) -> list[dict[str, str | int]]:
+    """`n` rows {prompt, answer}: a sum or difference of two numbers in 0..9 (so answers are
+    short: -9..18, one or two digits and a sign), e.g. "Q: 3 - 7 = ? A:" with answer -4.
+
+    There are only 200 distinct problems, so a 2,000-row split repeats them: the point is a
+    reward a tiny policy can find within minutes, not a held-out maths benchmark. Seeded.
+    """
+    rng = random.Random(seed)
+    rows: list[dict[str, str | int]] = []
+    for _ in range(n):
+        left = rng.randint(0, ARITHMETIC_MAX_OPERAND)
+        right = rng.randint(0, ARITHMETIC_MAX_OPERAND)
+        operator = rng.choice(ARITHMETIC_OPERATORS)
+        answer = left + right if operator == "+" else left - right
+        rows.append({"prompt": arithmetic_prompt(left, operator, right), "answer": answer})
+    return rows

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from rlhf.algo.aggregation import sequence_mean, token_mean, token_sum
 from rlhf.algo.advantages import update_moving_baseline
+from rlhf.algo.aggregation import sequence_mean, token_mean, token_sum
 from rlhf.algo.losses import sequence_log_ratio, token_log_ratio
 from rlhf.algo.rewards import ScoreTransform
 from rlhf.algo.types import Rollout

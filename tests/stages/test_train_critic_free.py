@@ -1,0 +1,124 @@
+"""End to end: the critic-free methods on tiny models (marked slow)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import rlhf.reward.rules
+from rlhf.config import CriticFreeConfig, load_config
+from rlhf.report import report_run
+from rlhf.stages.critic_free.train import start_critic_free, train_critic_free
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs" / "critic_free"
+DOLLY = ROOT.parent / "shared" / "data" / "dolly-15k-prompts-oneill"
+METHODS = ["grpo", "rloo", "dr_grpo", "dapo", "reinforce_pp", "reinforce"]
+SHORT = ["train.batch_size=4", "algo.total_prompts=12", "samples_every=1"]
+
+
+def tiny(method: str, out: Path, *overrides: str) -> CriticFreeConfig:
+    return load_config(CriticFreeConfig, CONFIGS / f"{method}_tiny.yaml",
+                       [f"run.output_dir={out}", "run.progress=false", *overrides])
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").open()]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_runs_logs_documented_metrics_and_saves_no_value_model(
+        method: str, tmp_path: Path) -> None:
+    out = tmp_path / method
+    cfg = tiny(method, out, *SHORT)
+    train_critic_free(cfg)
+    report_run(out)  # what `rlhf train-critic-free` does after the stage
+    rows = records(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    documented = (ROOT / "docs" / "metrics.md").read_text().split("## Critic-free RL")[1]
+    for key in rows[-1]:
+        assert key == "step" or f"`{key}`" in documented, key
+    assert ("objective/kl" in rows[-1]) == (cfg.algo.kl_penalty != "none")
+    assert ("loss/kl" in rows[-1]) == (cfg.algo.kl_penalty == "loss")
+    assert ("baseline/value" in rows[-1]) == (method == "reinforce")
+    assert (out / "policy" / "model.safetensors").is_file() and not (out / "value").exists()
+    for name in ("samples.jsonl", "score.png", "report.html"):
+        assert (out / name).is_file(), name
+    samples = [json.loads(line) for line in (out / "samples.jsonl").open()]
+    k = cfg.generate.num_samples
+    if k > 1:  # rows are prompt-major: a prompt's k responses follow each other
+        assert len({s["prompt"] for s in samples[:k] if s["step"] == 1}) == 1
+
+
+def test_without_a_kl_term_no_reference_is_loaded(tmp_path: Path) -> None:
+    session = start_critic_free(tiny("dapo", tmp_path / "run", *SHORT))
+    assert session.models.reference is None
+    session.run.finish()
+
+
+@pytest.mark.parametrize("aggregation", ["sequence_mean", "token_mean", "token_sum"])
+def test_micro_batches_add_up_to_the_minibatch(aggregation: str, tmp_path: Path) -> None:
+    """One optimizer step from 12 rows at once or one row at a time: the same loss and the same
+    accumulated gradient (its norm before clipping), whatever the rule. Each prompt draws its
+    own length limit, so rows differ in length and a wrong weighting of micro-batches would
+    show."""
+    settings = ["train.batch_size=3", "algo.total_prompts=3", "algo.update_epochs=1",
+                "algo.num_minibatches=1", f"algo.loss_aggregation={aggregation}",
+                "generate.min_new_tokens=1", "algo.kl_coef=0.5"]
+    whole = records_of(tmp_path / "whole", settings)
+    single = records_of(tmp_path / "single", [*settings, "train.micro_batch_size=1"])
+    assert whole["response/length"] < 12  # some limits were drawn below the maximum
+    for key in ("loss/policy", "loss/kl", "policy/grad_norm", "policy/entropy",
+                "policy/clipfrac_low", "policy/approx_kl"):
+        assert single[key] == pytest.approx(whole[key], rel=1e-5, abs=1e-7), key
+
+
+def records_of(out: Path, settings: list[str]) -> dict:
+    train_critic_free(tiny("grpo", out, *settings))
+    (row,) = records(out)
+    return row
+
+
+def test_dynamic_sampling_drops_groups_of_equal_scores_and_takes_no_step(
+        tmp_path: Path, monkeypatch) -> None:
+    """A reward that scores every response the same leaves no signal in any group: every
+    group is dropped (counted), no optimizer step is taken, the policy stays as it was."""
+    monkeypatch.setattr(rlhf.reward.rules, "vivid_word_fraction",
+                        lambda prompts, responses: [0.5] * len(responses))
+    out = tmp_path / "run"
+    train_critic_free(tiny("dapo", out, "train.batch_size=2", "algo.total_prompts=4",
+                           "run.save_every=0"))
+    rows = records(out)
+    assert [r["group/dropped_groups"] for r in rows] == [2.0, 2.0]
+    assert all(r["group/zero_signal_fraction"] == 1.0 for r in rows)
+    assert "policy/grad_norm" not in rows[-1]  # no step was taken
+    start = tmp_path / "start"
+    session = start_critic_free(tiny("dapo", start, "train.batch_size=2",
+                                     "algo.total_prompts=4"))
+    initial = {k: v.detach().clone() for k, v in session.policy.state_dict().items()}
+    session.run.finish()
+    final = load_file(out / "policy" / "model.safetensors")
+    assert all(torch.equal(initial[k], final[k]) for k in final)
+
+
+@pytest.mark.skipif(not DOLLY.exists(), reason="needs ../shared/data")
+@pytest.mark.parametrize("method", ["rloo", "grpo"])
+def test_reference_workload_configs_run_with_a_reward_model_of_another_tokenizer(
+        method: str, tmp_path: Path, gpt2_policy_and_roberta_reward: tuple[Path, Path]) -> None:
+    """The reference-workload config of a method, on tiny stand-ins for GPT-2 and the argilla
+    RoBERTa reward model (each with its real tokenizer) and real dolly prompts."""
+    policy, reward = gpt2_policy_and_roberta_reward
+    out = tmp_path / "run"
+    cfg = load_config(CriticFreeConfig, CONFIGS / f"{method}_dolly_gpt2.yaml", [
+        f"run.output_dir={out}", "run.progress=false", "run.save_every=0", f"data.path={DOLLY}",
+        "data.max_samples=64", f"model.policy={policy}", f"model.reward={reward}",
+        "train.batch_size=2", "algo.total_prompts=4", "algo.num_minibatches=2"])
+    train_critic_free(cfg)
+    rows = records(out)
+    assert len(rows) == 2 and rows[0]["group/reward_std"] > 0  # the reward model tells apart
+    samples = [json.loads(line) for line in (out / "samples.jsonl").open()]
+    assert samples and all(isinstance(s["response"], str) for s in samples)
