@@ -8,8 +8,9 @@ Two workloads, each method with the same number of responses per iteration:
   iterations of 32 responses.
 - `gpt2`: a GPT-2-small-sized policy (124M, random weights, the real GPT-2 tokenizer) and a
   125M RoBERTa reward model with its own tokenizer (random weights: the cross-tokenizer path),
-  real dolly prompts, 8 responses of 32 new tokens per iteration, bf16 where the CPU has it.
-  Random weights make its score meaningless: it measures time and memory.
+  real dolly prompts, 8 responses of 32 new tokens per iteration, 2 update epochs, 4
+  iterations, `run.mixed_precision=auto` (fp32 on a CPU, bf16 on a GPU that has it). Random
+  weights make its score meaningless: it measures time and memory.
 
 Each run is its own process (`--child`), so its peak resident memory is its own; the score
 gain is the raw score's mean over the last 5 iterations minus the first 5 (the first and last

@@ -30,6 +30,17 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").open()]
 
 
+def test_tiny_grpo_raises_the_score_with_bounded_kl(tmp_path: Path) -> None:
+    """The shipped config as it is (62 iterations); every method's config does the same in
+    BENCHMARKS.md (benchmarks/critic_free_vs_ppo.py, 3 seeds)."""
+    out = tmp_path / "run"
+    train_critic_free(tiny("grpo", out, "run.save_every=0"))
+    rows = records(out)
+    scores = [r["objective/score"] for r in rows]
+    assert sum(scores[-5:]) / 5 > sum(scores[:5]) / 5 + 0.1, scores  # from about 0.09
+    assert max(r["objective/kl"] for r in rows) < 10.0
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_runs_logs_documented_metrics_and_saves_no_value_model(
         method: str, tmp_path: Path) -> None:

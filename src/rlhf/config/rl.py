@@ -16,7 +16,8 @@ class PromptDataConfig:
 
     path: str = MISSING
     """Hub dataset name, local file or folder (e.g. a folder of dolly CSV shards), save_to_disk
-    folder, or 'builtin:descriptiveness' (the package's synthetic scene openings)."""
+    folder, 'builtin:descriptiveness' (the package's synthetic scene openings) or
+    'builtin:arithmetic' (small sums, for rlhf.reward.rules:arithmetic_answer)."""
     name: str | None = None
     """Hub dataset configuration name."""
     split: str = "train"

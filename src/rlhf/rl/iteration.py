@@ -64,6 +64,18 @@ def end_iteration(session: Any, metrics: dict[str, float], texts: Texts | None =
     return metrics
 
 
+def run_to_the_end(session: Any, iteration, **saved) -> dict[str, float]:
+    """`iteration(session)` until the schedule's last iteration, then the `saved` models
+    (policy=..., value=...) written and the run finished; the last iteration's metrics."""
+    metrics: dict[str, float] = {}
+    while session.state.step < session.schedule.iterations:
+        metrics = iteration(session)
+    session.bar.close()
+    save_models(session.run, session.models.tokenizer, **saved)
+    session.run.finish()
+    return metrics
+
+
 def save_models(run: Run, tokenizer, **models) -> None:
     """Each model as a save_pretrained folder named by its keyword (policy=..., value=...)."""
     if run.is_main:

@@ -1,11 +1,13 @@
 """What every RL update shares: the order of the global batch's rows in each epoch, the rows
-of a micro-batch trimmed to their longest response, and running sums of its statistics."""
+of a micro-batch trimmed to their longest response, running sums of its statistics, and the
+optimizer step that ends a minibatch."""
 
 from __future__ import annotations
 
 import torch
 
 from rlhf.algo.types import Rollout
+from rlhf.engine.optim import SKIPPED, optimizer_step
 from rlhf.rl.generation import row_seed
 
 
@@ -61,3 +63,17 @@ def means(totals: dict[str, float]) -> dict[str, float]:
     if "policy/ratio_max" in totals:
         result["policy/ratio_max"] = totals["policy/ratio_max"]
     return result
+
+
+def minibatch_step(accelerator, optimizer, scheduler, stats: dict[str, float],
+                   losses: list[torch.Tensor], *, max_grad_norm: float,
+                   is_finite) -> tuple[dict[str, float] | None, str]:
+    """The optimizer step after a minibatch's micro-batches (`engine.optim.optimizer_step`):
+    (its statistics with the gradient norm and a `_count`, or None when skipped; outcome)."""
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    outcome, grad_norm = optimizer_step(
+        accelerator, optimizer, scheduler, parameters, max_grad_norm=max_grad_norm,
+        loss=torch.stack(losses), is_finite=is_finite)
+    if outcome == SKIPPED:
+        return None, outcome
+    return stats | {"policy/grad_norm": grad_norm, "_count": 1.0}, outcome

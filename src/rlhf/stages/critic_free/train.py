@@ -28,7 +28,7 @@ from rlhf.config import CriticFreeConfig
 from rlhf.engine.checkpoint import TrainingState
 from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
 from rlhf.engine.run import Run
-from rlhf.rl.iteration import end_iteration, progress_bar, save_models, throughput
+from rlhf.rl.iteration import end_iteration, progress_bar, run_to_the_end, throughput
 from rlhf.rl.rollout import Texts, collect_in_chunks, gather_rows
 from rlhf.rl.schedule import IterationSchedule
 from rlhf.rl.setup import (
@@ -53,13 +53,7 @@ AGGREGATIONS = {"sequence_mean": sequence_mean, "token_mean": token_mean, "token
 def train_critic_free(cfg: CriticFreeConfig) -> dict[str, float]:
     """Run the configured critic-free method; returns the last iteration's metrics."""
     session = start_critic_free(cfg)
-    metrics: dict[str, float] = {}
-    while session.state.step < session.schedule.iterations:
-        metrics = iteration(session)
-    session.bar.close()
-    save_models(session.run, session.models.tokenizer, policy=session.policy)
-    session.run.finish()
-    return metrics
+    return run_to_the_end(session, iteration, policy=session.policy)
 
 
 def iteration(session: CriticFreeSession) -> dict[str, float]:
@@ -72,22 +66,13 @@ def iteration(session: CriticFreeSession) -> dict[str, float]:
     if not session.run.finite_or_skip(step, {"reward": raw_scores}):
         # no update from an iteration whose rewards are NaN/inf
         return end_iteration(session, count_outcomes(session.state, None, [SKIPPED]))
-    k = cfg.generate.num_samples
-    signal = group_signal(rollout.scores, k, cfg.algo.dynamic_sampling)                 # 3.
+    signal = group_signal(rollout.scores, cfg.generate.num_samples,                       # 3.
+                          cfg.algo.dynamic_sampling)
     train_mask = rollout.response_mask & signal.kept[:, None]
-    baseline = session.state.extra.get("baseline")                                       # 4.
-    kl_reward_estimator = cfg.algo.kl_estimator if cfg.algo.kl_penalty == "reward" else None
-    advantages, kl_reward = token_advantages(
-        rollout, sequence_advantages(rollout.scores, cfg.algo.advantage, k, baseline),
-        train_mask, estimator=cfg.algo.advantage, kl_penalty=kl_reward_estimator,
-        kl_coef=cfg.algo.kl_coef)
+    advantages, kl_reward = estimate(session, rollout, train_mask)                       # 4.
     update_stats, outcomes = update(session, rollout, advantages, train_mask, timings)   # 5.
     metrics = batch_metrics(rollout, raw_scores, signal, kl_reward, cfg.algo.kl_coef)    # 6.
-    metrics |= advantage_stats(advantages, train_mask)
-    if cfg.algo.advantage == "reinforce":
-        session.state.extra["baseline"] = update_moving_baseline(
-            baseline, float(rollout.scores.mean()), cfg.algo.baseline_decay)
-        metrics["baseline/value"] = session.state.extra["baseline"]
+    metrics |= advantage_stats(advantages, train_mask) | moving_baseline(session, rollout)
     metrics |= update_metrics(session.run, update_stats)
     metrics |= timings | throughput(local, started)
     metrics["train/lr"] = session.scheduler.get_last_lr()[0]
@@ -167,6 +152,29 @@ def update_settings(cfg: CriticFreeConfig, per_minibatch: int, micro: int) -> Up
         kl_loss=LOSS_PENALTIES[cfg.algo.kl_estimator] if cfg.algo.kl_penalty == "loss" else None,
         kl_coef=cfg.algo.kl_coef, temperature=cfg.generate.temperature,
         max_grad_norm=cfg.train.max_grad_norm, seed=cfg.run.seed)
+
+
+def estimate(session: CriticFreeSession, rollout: Rollout,
+             train_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Step 4: (B, R) token advantages from the configured estimator, and the KL reward."""
+    algo = session.cfg.algo
+    advantages = sequence_advantages(rollout.scores, algo.advantage,
+                                     session.cfg.generate.num_samples,
+                                     session.state.extra.get("baseline"))
+    return token_advantages(
+        rollout, advantages, train_mask, estimator=algo.advantage, kl_coef=algo.kl_coef,
+        kl_penalty=algo.kl_estimator if algo.kl_penalty == "reward" else None)
+
+
+def moving_baseline(session: CriticFreeSession, rollout: Rollout) -> dict[str, float]:
+    """REINFORCE's baseline moves towards this batch's mean score after the batch has used
+    it (a batch is never its own baseline); kept in the checkpoint. Nothing for the others."""
+    if session.cfg.algo.advantage != "reinforce":
+        return {}
+    session.state.extra["baseline"] = update_moving_baseline(
+        session.state.extra.get("baseline"), float(rollout.scores.mean()),
+        session.cfg.algo.baseline_decay)
+    return {"baseline/value": session.state.extra["baseline"]}
 
 
 def collect(session: CriticFreeSession, step: int) -> tuple[Rollout, Texts, dict[str, float]]:

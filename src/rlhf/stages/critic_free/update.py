@@ -14,9 +14,15 @@ from rlhf.algo.kl import kl_k2, kl_k3
 from rlhf.algo.losses import clipped_surrogate
 from rlhf.algo.masking import masked_mean
 from rlhf.algo.types import Rollout
-from rlhf.engine.optim import SKIPPED, optimizer_step
 from rlhf.rl.forward import response_logprobs
-from rlhf.rl.minibatches import accumulate, means, minibatch_order, minibatches, trimmed_rows
+from rlhf.rl.minibatches import (
+    accumulate,
+    means,
+    minibatch_order,
+    minibatch_step,
+    minibatches,
+    trimmed_rows,
+)
 
 LOSS_PENALTIES = {"k2": kl_k2, "k3": kl_k3}
 
@@ -118,12 +124,5 @@ def _minibatch_step(policy, optimizer, scheduler, accelerator, rollout, advantag
             accelerator.backward(loss)
         losses.append(loss.detach())
         accumulate(stats, micro_stats, 1.0)
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    outcome, grad_norm = optimizer_step(
-        accelerator, optimizer, scheduler, parameters, max_grad_norm=settings.max_grad_norm,
-        loss=torch.stack(losses), is_finite=is_finite)
-    if outcome == SKIPPED:
-        return None, outcome
-    stats["policy/grad_norm"] = grad_norm
-    stats["_count"] = 1.0
-    return stats, outcome
+    return minibatch_step(accelerator, optimizer, scheduler, stats, losses,
+                          max_grad_norm=settings.max_grad_norm, is_finite=is_finite)

@@ -20,7 +20,7 @@ from rlhf.config import PPOConfig
 from rlhf.engine.checkpoint import TrainingState
 from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
 from rlhf.engine.run import Run
-from rlhf.rl.iteration import end_iteration, progress_bar, save_models, throughput
+from rlhf.rl.iteration import end_iteration, progress_bar, run_to_the_end, throughput
 from rlhf.rl.rollout import Texts, collect_in_chunks, gather_rows
 from rlhf.rl.schedule import IterationSchedule
 from rlhf.rl.setup import load_run_prompts
@@ -42,13 +42,7 @@ from rlhf.stages.ppo.update import UpdateSettings, ppo_update
 def train_ppo(cfg: PPOConfig) -> dict[str, float]:
     """Run PPO as configured; returns the last iteration's metrics."""
     ppo = start_ppo(cfg)
-    metrics: dict[str, float] = {}
-    while ppo.state.step < ppo.schedule.iterations:
-        metrics = iteration(ppo)
-    ppo.bar.close()
-    save_models(ppo.run, ppo.models.tokenizer, policy=ppo.policy, value=ppo.value)
-    ppo.run.finish()
-    return metrics
+    return run_to_the_end(ppo, iteration, policy=ppo.policy, value=ppo.value)
 
 
 def iteration(ppo: PPOSession) -> dict[str, float]:

@@ -11,12 +11,12 @@ import torch
 from rlhf.algo.losses import clipped_value_loss, ppo_policy_loss
 from rlhf.algo.masking import masked_mean
 from rlhf.algo.types import Rollout
-from rlhf.engine.optim import SKIPPED, optimizer_step
 from rlhf.rl.forward import response_logprobs, response_values
 from rlhf.rl.minibatches import (
     accumulate,
     means,
     minibatch_order,
+    minibatch_step,
     minibatches,
     process_mean,
     trimmed_rows,
@@ -132,12 +132,5 @@ def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, roll
             and process_mean(accelerator, stats["policy/ratio_mean"]) > settings.ratio_threshold):
         optimizer.zero_grad(set_to_none=True)  # a loss spike in the making (trl 0.11)
         return None, RATIO_SKIPPED
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    outcome, grad_norm = optimizer_step(
-        accelerator, optimizer, scheduler, parameters, max_grad_norm=settings.max_grad_norm,
-        loss=torch.stack(losses), is_finite=is_finite)
-    if outcome == SKIPPED:
-        return None, outcome
-    stats["policy/grad_norm"] = grad_norm
-    stats["_count"] = 1.0
-    return stats, outcome
+    return minibatch_step(accelerator, optimizer, scheduler, stats, losses,
+                          max_grad_norm=settings.max_grad_norm, is_finite=is_finite)
