@@ -133,3 +133,19 @@ def test_reference_workload_configs_run_with_a_reward_model_of_another_tokenizer
     assert len(rows) == 2 and rows[0]["group/reward_std"] > 0  # the reward model tells apart
     samples = [json.loads(line) for line in (out / "samples.jsonl").open()]
     assert samples and all(isinstance(s["response"], str) for s in samples)
+
+
+def test_gspo_clips_whole_responses(tmp_path: Path) -> None:
+    """algo.ratio=sequence (GSPO): one ratio per response, so a response is clipped with all
+    its tokens or not at all; with GSPO's narrow ranges the second epoch clips some."""
+    out = tmp_path / "run"
+    train_critic_free(tiny("grpo", out, "train.batch_size=2", "algo.total_prompts=4",
+                           "algo.ratio=sequence", "algo.clip_low=3e-4", "algo.clip_high=4e-4",
+                           "algo.update_epochs=2", "algo.num_minibatches=1"))
+    rows = records(out)
+    clipped = [r["policy/clipfrac_low"] + r["policy/clipfrac_high"] for r in rows]
+    assert all(0 < c < 1 for c in clipped), clipped
+    # With every response 12 tokens long, the clipped share of tokens is a whole number of the
+    # 8 responses per epoch, averaged over 2 epochs: a multiple of 1/16.
+    assert all(r["response/length"] == 12 for r in rows)
+    assert all(abs(c * 16 - round(c * 16)) < 1e-6 for c in clipped), clipped
