@@ -5,15 +5,53 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from rlhf.algo.types import Rollout
+from rlhf.engine.checkpoint import TrainingState
 from rlhf.engine.run import Run
 from rlhf.models import save_pretrained_atomic
 from rlhf.rl.rollout import Texts
+from rlhf.rl.schedule import IterationSchedule
+from rlhf.rl.setup import PolicyModels
+
+
+@dataclass(kw_only=True)
+class RLSession:
+    """What every iteration of an RL run uses, set up once by the stage's start function; a
+    stage's session adds its own parts (PPO's value model, KL controller, ...) and says which
+    models and optimizers its checkpoints hold."""
+
+    cfg: Any
+    """The stage's config (it has `run` and `samples_every`)."""
+    run: Run
+    models: PolicyModels
+    """The unprepared models: the reference, the scorer and the tokenizer are read from here."""
+    policy: Any
+    """The policy as accelerate prepared it (DDP-wrapped with several processes)."""
+    optimizer: Any
+    scheduler: Any
+    schedule: IterationSchedule
+    prompt_ids: list[list[int]]
+    score_prompts: list[str]
+    """The prompt text the reward model reads for each prompt."""
+    state: TrainingState | None = None
+    """Set by `Run.start` (resumed from a checkpoint or new)."""
+    bar: Any = None
+
+    @property
+    def checkpointed(self) -> dict[str, dict]:
+        """The models, optimizers and schedulers a checkpoint holds, by name."""
+        raise NotImplementedError
+
+    @property
+    def sum_over_processes(self):
+        """An all-reduce sum for statistics of the global batch (None with one process)."""
+        return self.run.sum_over_processes if self.run.accelerator.num_processes > 1 else None
 
 
 def throughput(rollout: Rollout, started: float) -> dict[str, float]:
@@ -35,18 +73,16 @@ def write_samples(run: Run, step: int, texts: Texts, rollout: Rollout) -> None:
                                          "score": score}, ensure_ascii=False) + "\n")
 
 
-def progress_bar(session: Any, desc: str):
+def progress_bar(session: RLSession, desc: str):
     """A bar over the session's iterations that starts where a resumed run stands."""
     return tqdm(total=session.schedule.iterations, initial=session.state.step, desc=desc,
                 dynamic_ncols=True, disable=not (session.run.is_main and session.cfg.run.progress))
 
 
-def end_iteration(session: Any, metrics: dict[str, float], texts: Texts | None = None,
+def end_iteration(session: RLSession, metrics: dict[str, float], texts: Texts | None = None,
                   rollout: Rollout | None = None) -> dict[str, float]:
     """Count the iteration, log it (and samples every samples_every iterations and after the
-    first), checkpoint when due; the metrics. `session` is a stage's session: it has `cfg`
-    (with `run.log_every` and `samples_every`), `run`, `state`, `schedule`, `bar` and
-    `checkpointed`."""
+    first), checkpoint when due; the metrics."""
     session.state.step += 1
     step, cfg = session.state.step, session.cfg
     if step % cfg.run.log_every == 0:
@@ -64,7 +100,7 @@ def end_iteration(session: Any, metrics: dict[str, float], texts: Texts | None =
     return metrics
 
 
-def run_to_the_end(session: Any, iteration, **saved) -> dict[str, float]:
+def run_to_the_end(session: RLSession, iteration, **saved) -> dict[str, float]:
     """`iteration(session)` until the schedule's last iteration, then the `saved` models
     (policy=..., value=...) written and the run finished; the last iteration's metrics."""
     metrics: dict[str, float] = {}

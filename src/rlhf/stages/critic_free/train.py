@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -25,14 +24,18 @@ from rlhf.algo.losses import sequence_log_ratio, token_log_ratio
 from rlhf.algo.rewards import ScoreTransform
 from rlhf.algo.types import Rollout
 from rlhf.config import CriticFreeConfig
-from rlhf.engine.checkpoint import TrainingState
 from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
 from rlhf.engine.run import Run
-from rlhf.rl.iteration import end_iteration, progress_bar, run_to_the_end, throughput
+from rlhf.rl.iteration import (
+    RLSession,
+    end_iteration,
+    progress_bar,
+    run_to_the_end,
+    throughput,
+)
 from rlhf.rl.rollout import Texts, collect_in_chunks, gather_rows
 from rlhf.rl.schedule import IterationSchedule
 from rlhf.rl.setup import (
-    PolicyModels,
     check_lengths,
     load_policy_models,
     load_run_prompts,
@@ -80,25 +83,12 @@ def iteration(session: CriticFreeSession) -> dict[str, float]:
     return end_iteration(session, metrics, texts, local)
 
 
-@dataclass
-class CriticFreeSession:
-    """What every iteration of a critic-free run uses, set up once by `start_critic_free`."""
+@dataclass(kw_only=True)
+class CriticFreeSession(RLSession):
+    """An RL session with the update's settings and the score transform; no value model."""
 
-    cfg: CriticFreeConfig
-    run: Run
-    models: PolicyModels
-    policy: Any
-    """The policy as accelerate prepared it (DDP-wrapped with several processes)."""
-    optimizer: Any
-    scheduler: Any
-    schedule: IterationSchedule
-    prompt_ids: list[list[int]]
-    score_prompts: list[str]
-    """The prompt text the reward model reads for each prompt."""
     settings: UpdateSettings
     transform: ScoreTransform
-    state: TrainingState | None = None
-    bar: Any = None
 
     @property
     def checkpointed(self) -> dict[str, dict]:

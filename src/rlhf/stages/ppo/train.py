@@ -17,17 +17,20 @@ from typing import Any
 
 from rlhf.algo.types import Rollout
 from rlhf.config import PPOConfig
-from rlhf.engine.checkpoint import TrainingState
 from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
 from rlhf.engine.run import Run
-from rlhf.rl.iteration import end_iteration, progress_bar, run_to_the_end, throughput
+from rlhf.rl.iteration import (
+    RLSession,
+    end_iteration,
+    progress_bar,
+    run_to_the_end,
+    throughput,
+)
 from rlhf.rl.rollout import Texts, collect_in_chunks, gather_rows
-from rlhf.rl.schedule import IterationSchedule
 from rlhf.rl.setup import load_run_prompts
 from rlhf.stages.ppo.advantages import advantages_and_returns, per_token_kl
 from rlhf.stages.ppo.metrics import iteration_metrics
 from rlhf.stages.ppo.setup import (
-    PPOModels,
     ScoreTransform,
     check_lengths,
     iteration_schedule,
@@ -69,38 +72,21 @@ def iteration(ppo: PPOSession) -> dict[str, float]:
     return end_iteration(ppo, metrics, texts, rollout)
 
 
-@dataclass
-class PPOSession:
-    """What every iteration of a PPO run uses, set up once by `start_ppo`."""
+@dataclass(kw_only=True)
+class PPOSession(RLSession):
+    """An RL session with PPO's value model (as accelerate prepared it, like the policy), the
+    update settings, the KL controller and the score transform."""
 
-    cfg: PPOConfig
-    run: Run
-    models: PPOModels
-    policy: Any
-    """The policy and value model as accelerate prepared them (DDP-wrapped with several
-    processes); `models` keeps the reference, the scorer and the tokenizer."""
     value: Any
-    optimizer: Any
-    scheduler: Any
-    schedule: IterationSchedule
-    prompt_ids: list[list[int]]
-    score_prompts: list[str]
-    """The prompt text the reward model reads for each prompt."""
     settings: UpdateSettings
-    state: TrainingState
     kl_ctl: Any
-    transform: ScoreTransform
-    bar: Any
+    transform: ScoreTransform | None = None
+    """Restored from the checkpoint or measured once the run has started."""
 
     @property
     def checkpointed(self) -> dict[str, dict]:
         return {"models": {"policy": self.policy, "value": self.value},
                 "optimizers": {"ppo": self.optimizer}, "schedulers": {"ppo": self.scheduler}}
-
-    @property
-    def sum_over_processes(self):
-        """An all-reduce sum for statistics of the global batch (None with one process)."""
-        return self.run.sum_over_processes if self.run.accelerator.num_processes > 1 else None
 
 
 def start_ppo(cfg: PPOConfig) -> PPOSession:
@@ -122,8 +108,7 @@ def start_ppo(cfg: PPOConfig) -> PPOSession:
     ppo = PPOSession(
         cfg=cfg, run=run, models=models, policy=policy, value=value, optimizer=optimizer,
         scheduler=scheduler, schedule=schedule, prompt_ids=prompt_ids,
-        score_prompts=score_prompts, state=None, kl_ctl=kl_controller(cfg),
-        transform=None, bar=None, settings=UpdateSettings(
+        score_prompts=score_prompts, kl_ctl=kl_controller(cfg), settings=UpdateSettings(
             ppo_epochs=cfg.ppo.ppo_epochs, per_minibatch=per_minibatch, micro_batch_size=micro,
             clip_range=cfg.ppo.clip_range, value_clip_range=cfg.ppo.value_clip_range,
             vf_coef=cfg.ppo.vf_coef, temperature=cfg.generate.temperature,
