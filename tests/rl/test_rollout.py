@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, RobertaConfig
+from transformers import AutoModelForCausalLM, GPT2Config
 
 from rlhf.algo.masking import response_mask_after_stop
 from rlhf.data.batching import left_pad
@@ -172,18 +172,13 @@ def test_generation_passes_the_kv_cache_by_its_current_name(policy, caplog) -> N
 
 
 def test_reward_model_reads_policy_text_as_its_own_sentence_pair(
-        gpt2_tokenizer_dir: Path, roberta_tokenizer_dir: Path, tmp_path: Path) -> None:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        gpt2_policy_and_roberta_reward: tuple[Path, Path]) -> None:
+    from transformers import AutoTokenizer
 
-    policy_tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
-    reward_tokenizer = AutoTokenizer.from_pretrained(roberta_tokenizer_dir)
-    config = RobertaConfig(vocab_size=len(reward_tokenizer), hidden_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, intermediate_size=64,
-                           max_position_embeddings=514, type_vocab_size=1, num_labels=1,
-                           pad_token_id=reward_tokenizer.pad_token_id)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "rm")
-    reward_tokenizer.save_pretrained(tmp_path / "rm")
-    scorer = RewardModelScorer.from_pretrained(str(tmp_path / "rm"), template="pair")
+    policy, reward = gpt2_policy_and_roberta_reward
+    policy_tokenizer = AutoTokenizer.from_pretrained(policy)
+    reward_tokenizer = AutoTokenizer.from_pretrained(reward)
+    scorer = RewardModelScorer.from_pretrained(str(reward), template="pair")
 
     prompt = "### Instruction:\nDescribe the sea.\n\n### Response:\n"
     response_ids = policy_tokenizer(" The sea is grey, café-coloured and cold — “vast”.")[
