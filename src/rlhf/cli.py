@@ -158,6 +158,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _stage_name(text: str) -> str:
+    """A stage as `rlhf config` takes it: critic-free (as in train-critic-free) or critic_free."""
+    return text.replace("-", "_")
+
+
 def _positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1 (a size or a count)."""
     try:
@@ -266,7 +271,8 @@ def _add_config(commands) -> None:
         "overrides, print the config a run would use, checked the way the run checks it.",
         epilog="e.g.  rlhf config ppo\n      rlhf config ppo --config configs/ppo/tiny.yaml "
         "train.batch_size=8", formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_argument("stage", choices=list(STAGE_COMMANDS), help="the training stage")
+    config.add_argument("stage", choices=list(STAGE_COMMANDS), type=_stage_name,
+                        help="the training stage")
     _add_config_source(config, "STAGE")
     config.set_defaults(handler=_config, loads_models=False)
 

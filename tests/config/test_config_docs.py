@@ -156,3 +156,13 @@ def test_train_ppo_runs_from_overrides_alone(tmp_path: Path) -> None:
     assert status == 0
     assert (out / "metrics.jsonl").is_file()
     assert "policy: builtin:tiny-gpt2" in (out / "config.yaml").read_text()
+
+
+def test_the_critic_free_stage_is_named_either_way(capsys) -> None:
+    """`rlhf config critic-free`, as the command train-critic-free spells it, or critic_free."""
+    _, dashed, _ = run_cli(capsys, "config", "critic-free")
+    _, underscored, _ = run_cli(capsys, "config", "critic_free")
+    assert dashed == underscored
+    printed = keys_with_comments(dashed)
+    assert printed["algo.advantage"].startswith("'rloo'")
+    assert "generate.num_samples" in printed and "model.value_init" not in printed

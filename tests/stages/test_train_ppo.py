@@ -133,13 +133,13 @@ def test_reference_normalization_is_measured_on_responses_drawn_like_training(
     train_ppo(tiny(out, *settings))
     assert abs(records(out)[0]["objective/score"]) < 0.5
 
-    import rlhf.stages.ppo.train
+    from rlhf.rl.schedule import IterationSchedule
 
     def at_max_length(self, iteration, indices):  # the old measurement, for contrast
         return [self.max_new] * len(indices) if iteration < 0 else drawn(self, iteration,
                                                                           indices)
-    drawn = rlhf.stages.ppo.train.IterationSchedule.response_lengths
-    monkeypatch.setattr(rlhf.stages.ppo.train.IterationSchedule, "response_lengths", at_max_length)
+    drawn = IterationSchedule.response_lengths
+    monkeypatch.setattr(IterationSchedule, "response_lengths", at_max_length)
     old = tmp_path / "old"
     train_ppo(tiny(old, *settings))
     assert records(old)[0]["objective/score"] < -1.0
