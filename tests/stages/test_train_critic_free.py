@@ -71,29 +71,6 @@ def test_without_a_kl_term_no_reference_is_loaded(tmp_path: Path) -> None:
     session.run.finish()
 
 
-@pytest.mark.parametrize("aggregation", ["sequence_mean", "token_mean", "token_sum"])
-def test_micro_batches_add_up_to_the_minibatch(aggregation: str, tmp_path: Path) -> None:
-    """One optimizer step from 12 rows at once or one row at a time: the same loss and the same
-    accumulated gradient (its norm before clipping), whatever the rule. Each prompt draws its
-    own length limit, so rows differ in length and a wrong weighting of micro-batches would
-    show."""
-    settings = ["train.batch_size=3", "algo.total_prompts=3", "algo.update_epochs=1",
-                "algo.num_minibatches=1", f"algo.loss_aggregation={aggregation}",
-                "generate.min_new_tokens=1", "algo.kl_coef=0.5"]
-    whole = records_of(tmp_path / "whole", settings)
-    single = records_of(tmp_path / "single", [*settings, "train.micro_batch_size=1"])
-    assert whole["response/length"] < 12  # some limits were drawn below the maximum
-    for key in ("loss/policy", "loss/kl", "policy/grad_norm", "policy/entropy",
-                "policy/clipfrac_low", "policy/approx_kl"):
-        assert single[key] == pytest.approx(whole[key], rel=1e-5, abs=1e-7), key
-
-
-def records_of(out: Path, settings: list[str]) -> dict:
-    train_critic_free(tiny("grpo", out, *settings))
-    (row,) = records(out)
-    return row
-
-
 def test_dynamic_sampling_drops_groups_of_equal_scores_and_takes_no_step(
         tmp_path: Path, monkeypatch) -> None:
     """A reward that scores every response the same leaves no signal in any group: every
@@ -117,14 +94,14 @@ def test_dynamic_sampling_drops_groups_of_equal_scores_and_takes_no_step(
 
 
 @pytest.mark.skipif(not DOLLY.exists(), reason="needs ../shared/data")
-@pytest.mark.parametrize("method", ["rloo", "grpo"])
-def test_reference_workload_configs_run_with_a_reward_model_of_another_tokenizer(
-        method: str, tmp_path: Path, gpt2_policy_and_roberta_reward: tuple[Path, Path]) -> None:
-    """The reference-workload config of a method, on tiny stand-ins for GPT-2 and the argilla
-    RoBERTa reward model (each with its real tokenizer) and real dolly prompts."""
+def test_the_reference_workload_config_runs_with_a_reward_model_of_another_tokenizer(
+        tmp_path: Path, gpt2_policy_and_roberta_reward: tuple[Path, Path]) -> None:
+    """GRPO's reference-workload config on tiny stand-ins for GPT-2 and the argilla RoBERTa
+    reward model (each with its real tokenizer) and real dolly prompts (every such config
+    shares these sections; tests/config/test_shipped_configs.py)."""
     policy, reward = gpt2_policy_and_roberta_reward
     out = tmp_path / "run"
-    cfg = load_config(CriticFreeConfig, CONFIGS / f"{method}_dolly_gpt2.yaml", [
+    cfg = load_config(CriticFreeConfig, CONFIGS / "grpo_dolly_gpt2.yaml", [
         f"run.output_dir={out}", "run.progress=false", "run.save_every=0", f"data.path={DOLLY}",
         "data.max_samples=64", f"model.policy={policy}", f"model.reward={reward}",
         "train.batch_size=2", "algo.total_prompts=4", "algo.num_minibatches=2"])
