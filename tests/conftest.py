@@ -87,6 +87,28 @@ def gpt2_policy_and_roberta_reward(gpt2_tokenizer_dir, roberta_tokenizer_dir,
     return folder / "policy", folder / "rm"
 
 
+@pytest.fixture
+def cut_and_resumed(tmp_path):
+    """A run to the end in tmp_path/full, and in tmp_path/cut a copy of it as if it had died
+    just after checkpoint `step` (later checkpoints and the final `saved` folders removed),
+    resumed with run.resume=true: `train(out, *extra_overrides)` runs the stage."""
+    import shutil
+
+    def run(train, step: int, saved: list[str]) -> tuple[Path, Path]:
+        full, cut = tmp_path / "full", tmp_path / "cut"
+        train(full)
+        shutil.copytree(full, cut)
+        for path in cut.glob("checkpoint-*"):
+            if int(path.name.split("-")[1]) > step:
+                shutil.rmtree(path)
+        for name in saved:
+            shutil.rmtree(cut / name)
+        train(cut, "run.resume=true")
+        return full, cut
+
+    return run
+
+
 @pytest.fixture(autouse=True)
 def _restore_signal_handlers():
     """A run installs SIGINT/SIGTERM handlers while it trains; a test that stops early (an

@@ -1,7 +1,6 @@
 """End to end: PPO on tiny models (marked slow)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -57,17 +56,10 @@ def test_every_documented_metric_is_logged(tiny_run: Path) -> None:
             assert f"`{key}`" in documented, key
 
 
-def test_resume_gives_the_same_final_policy(tmp_path: Path) -> None:
+def test_resume_gives_the_same_final_policy(cut_and_resumed) -> None:
     settings = ["ppo.total_episodes=192", "run.save_every=2", "run.keep_last=10"]
-    full = tmp_path / "full"
-    train_ppo(tiny(full, *settings))
-    cut = tmp_path / "cut"
-    shutil.copytree(full, cut)
-    for path in cut.glob("checkpoint-*"):
-        if int(path.name.split("-")[1]) > 2:
-            shutil.rmtree(path)
-    shutil.rmtree(cut / "policy")
-    train_ppo(tiny(cut, *settings, "run.resume=true"))
+    full, cut = cut_and_resumed(lambda out, *extra: train_ppo(tiny(out, *settings, *extra)),
+                                step=2, saved=["policy"])
     a = load_file(full / "policy" / "model.safetensors")
     b = load_file(cut / "policy" / "model.safetensors")
     for key in a:

@@ -1,7 +1,6 @@
 """End to end: reward-model training on tiny models (marked slow: seconds to a minute each)."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,19 +84,12 @@ def test_misspelt_key_exits_2_with_a_suggestion(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_resume_from_a_midway_checkpoint_gives_identical_weights(tmp_path: Path) -> None:
+def test_resume_from_a_midway_checkpoint_gives_identical_weights(cut_and_resumed) -> None:
     settings = ["data.max_samples=192", "train.epochs=2", "run.save_every=3",
                 "run.keep_last=100", "run.eval_every=5"]
-    full = tmp_path / "full"
-    train_reward(tiny(full, *settings))
-    # Pretend the run died just after checkpoint 6 (mid-epoch 1 of 2: 12 steps per epoch).
-    cut = tmp_path / "cut"
-    shutil.copytree(full, cut)
-    for path in cut.glob("checkpoint-*"):
-        if int(path.name.split("-")[1]) > 6:
-            shutil.rmtree(path)
-    shutil.rmtree(cut / "model")
-    train_reward(tiny(cut, *settings, "run.resume=true"))
+    # Died just after checkpoint 6 (mid-epoch 1 of 2: 12 steps per epoch).
+    full, cut = cut_and_resumed(lambda out, *extra: train_reward(tiny(out, *settings, *extra)),
+                                step=6, saved=["model"])
     a = load_file(full / "model" / "model.safetensors")
     b = load_file(cut / "model" / "model.safetensors")
     for key in a:
