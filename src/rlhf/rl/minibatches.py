@@ -65,6 +65,16 @@ def means(totals: dict[str, float]) -> dict[str, float]:
     return result
 
 
+def stats_over_processes(run, stats: dict[str, float]) -> dict[str, float]:
+    """An update's statistics over processes (`run`: an engine.run.Run): means, each process's
+    share weighted so that the mean is the global value, except the ratio's maximum."""
+    metrics = run.mean_over_processes(stats)
+    if run.accelerator.num_processes > 1 and "policy/ratio_max" in stats:
+        metrics["policy/ratio_max"] = float(run.accelerator.reduce(
+            torch.tensor(stats["policy/ratio_max"], device=run.device), "max"))
+    return metrics
+
+
 def minibatch_step(accelerator, optimizer, scheduler, stats: dict[str, float],
                    losses: list[torch.Tensor], *, max_grad_norm: float,
                    is_finite) -> tuple[dict[str, float] | None, str]:

@@ -77,18 +77,15 @@ def token_advantages(rollout: Rollout, advantages: torch.Tensor, train_mask: tor
     reward and each token's advantage is its return-to-go (the convention of OpenRLHF's
     REINFORCE-family estimators); without one every token of a response gets its advantage.
     REINFORCE++ (Hu 2025) then whitens over every real token of the batch."""
-    kl_reward = None
-    kl = torch.zeros_like(rollout.logprobs)
-    if kl_penalty is not None:
-        kl = REWARD_PENALTIES[kl_penalty](rollout.logprobs, rollout.ref_logprobs)
-    rewards, non_score = shape_rewards(advantages, kl, kl_coef if kl_penalty else 0.0,
-                                       rollout.response_mask)
-    if kl_penalty is not None:
-        kl_reward = non_score
+    if kl_penalty is None:
+        kl, kl_coef = torch.zeros_like(rollout.logprobs), 0.0
+    else:
+        kl = REWARD_PENALTIES[kl_penalty](rollout.logprobs, rollout.ref_logprobs)  # (B, R)
+    rewards, non_score = shape_rewards(advantages, kl, kl_coef, rollout.response_mask)
     token_level = returns_to_go(rewards, train_mask)  # (B, R)
     if estimator == "reinforce_pp":
         token_level = reinforce_pp_advantages(token_level, train_mask)
-    return token_level, kl_reward
+    return token_level, (None if kl_penalty is None else non_score)
 
 
 def advantage_stats(advantages: torch.Tensor, train_mask: torch.Tensor) -> dict[str, float]:

@@ -34,12 +34,3 @@ def batch_metrics(rollout: Rollout, raw_scores: torch.Tensor, signal: GroupSigna
         metrics["objective/rlhf_reward"] = float((scores + non_score).mean())
     return metrics
 
-
-def update_metrics(run, stats: dict[str, float]) -> dict[str, float]:
-    """The update's statistics over processes: means (each process's share is weighted so the
-    mean is the global value), except the ratio's maximum."""
-    metrics = run.mean_over_processes(stats)
-    if run.accelerator.num_processes > 1 and "policy/ratio_max" in stats:
-        metrics["policy/ratio_max"] = float(run.accelerator.reduce(
-            torch.tensor(stats["policy/ratio_max"], device=run.device), "max"))
-    return metrics

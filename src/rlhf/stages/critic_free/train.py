@@ -33,6 +33,7 @@ from rlhf.rl.iteration import (
     run_to_the_end,
     throughput,
 )
+from rlhf.rl.minibatches import stats_over_processes
 from rlhf.rl.rollout import Texts, collect_in_chunks, gather_rows
 from rlhf.rl.schedule import IterationSchedule
 from rlhf.rl.setup import (
@@ -47,7 +48,7 @@ from rlhf.stages.critic_free.advantages import (
     sequence_advantages,
     token_advantages,
 )
-from rlhf.stages.critic_free.metrics import batch_metrics, update_metrics
+from rlhf.stages.critic_free.metrics import batch_metrics
 from rlhf.stages.critic_free.update import LOSS_PENALTIES, UpdateSettings, policy_update
 
 AGGREGATIONS = {"sequence_mean": sequence_mean, "token_mean": token_mean, "token_sum": token_sum}
@@ -76,7 +77,7 @@ def iteration(session: CriticFreeSession) -> dict[str, float]:
     update_stats, outcomes = update(session, rollout, advantages, train_mask, timings)   # 5.
     metrics = batch_metrics(rollout, raw_scores, signal, kl_reward, cfg.algo.kl_coef)    # 6.
     metrics |= advantage_stats(advantages, train_mask) | moving_baseline(session, rollout)
-    metrics |= update_metrics(session.run, update_stats)
+    metrics |= stats_over_processes(session.run, update_stats)
     metrics |= timings | throughput(local, started)
     metrics["train/lr"] = session.scheduler.get_last_lr()[0]
     metrics = count_outcomes(session.state, metrics, outcomes)

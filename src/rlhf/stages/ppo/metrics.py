@@ -6,6 +6,7 @@ import torch
 
 from rlhf.algo.types import Rollout
 from rlhf.engine.run import Run
+from rlhf.rl.minibatches import stats_over_processes
 
 
 def rollout_metrics(rollout: Rollout, raw_scores: torch.Tensor, kl: torch.Tensor,
@@ -30,11 +31,8 @@ def iteration_metrics(run: Run, rollout: Rollout, raw_scores, kl, non_score, kl_
                        update_stats: dict[str, float]) -> dict[str, float]:
     """One iteration's metrics over the global batch: means over processes, except the
     score's std and the ratio's max, which are taken over all rows."""
-    metrics = rollout_metrics(rollout, raw_scores, kl, non_score, kl_coef) | update_stats
-    metrics = run.mean_over_processes(metrics)
+    metrics = run.mean_over_processes(rollout_metrics(rollout, raw_scores, kl, non_score,
+                                                      kl_coef))
     if run.accelerator.num_processes > 1:
         metrics["objective/score_std"] = float(run.accelerator.gather(rollout.scores).std())
-        if "policy/ratio_max" in update_stats:
-            metrics["policy/ratio_max"] = float(run.accelerator.reduce(
-                torch.tensor(update_stats["policy/ratio_max"], device=run.device), "max"))
-    return metrics
+    return metrics | stats_over_processes(run, update_stats)
