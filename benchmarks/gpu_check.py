@@ -162,7 +162,8 @@ def cuda_rng_check(work: Path) -> dict:
     """The CUDA generator after the run seeded it, and again after building every model."""
     from rlhf.config import RunConfig
     from rlhf.engine.run import Run
-    from rlhf.models import load_policy, load_reward_model, value_model_from_policy
+    from rlhf.models import load_policy, load_reward_model
+    from rlhf.value_models import value_model_from_policy
 
     Run(RunConfig(output_dir=str(work / "rng"), seed=5), None, stage="check")
     seeded = torch.cuda.get_rng_state()

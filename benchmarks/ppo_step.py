@@ -94,10 +94,11 @@ def time_calls_alone(policy_path: Path, reward_path: Path, args, repeats: int = 
     from rlhf.data.batching import left_pad
     from rlhf.data.prompts import load_prompts
     from rlhf.engine.optim import adamw_with_schedule
-    from rlhf.models import frozen_copy, load_policy, value_model_from_policy
+    from rlhf.models import frozen_copy, load_policy
     from rlhf.reward.scorers import RewardModelScorer
     from rlhf.rl.forward import response_logprobs, response_values
     from rlhf.rl.generation import sample_responses
+    from rlhf.value_models import value_model_from_policy
 
     policy, tokenizer = load_policy(str(policy_path))
     reference, value = frozen_copy(policy), value_model_from_policy(policy)

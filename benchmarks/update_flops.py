@@ -50,7 +50,8 @@ def epoch_runner(new_tokens: int, folder: Path):
     from rlhf.data.batching import left_pad
     from rlhf.data.prompts import load_prompts
     from rlhf.engine.optim import adamw_with_schedule
-    from rlhf.models import load_policy, value_model_from_policy
+    from rlhf.models import load_policy
+    from rlhf.value_models import value_model_from_policy
 
     policy_path, _ = make_models(folder)
     policy, tokenizer = load_policy(str(policy_path))

@@ -134,7 +134,8 @@ def test_position_ids_count_real_tokens_only() -> None:
 def test_value_model_from_a_gpt2_policy_has_no_dropout() -> None:
     """GPT-2 names its rates *_pdrop: a value model built from the policy's config once kept
     them at 0.1, so rollout values were noisy (and differed between processes)."""
-    from rlhf.models import load_policy, value_model_from_policy
+    from rlhf.models import load_policy
+    from rlhf.value_models import value_model_from_policy
 
     policy, _ = load_policy("builtin:tiny-gpt2")
     value = value_model_from_policy(policy, seed=0).train()
@@ -151,7 +152,8 @@ def test_gpt2_gelu_is_the_fused_kernel_with_the_same_outputs(tmp_path: Path) -> 
     from transformers import AutoModelForCausalLM
     from transformers.activations import GELUTanh, NewGELUActivation
 
-    from rlhf.models import load_policy, value_model_from_policy
+    from rlhf.models import load_policy
+    from rlhf.value_models import value_model_from_policy
 
     policy, tokenizer = load_policy("builtin:tiny-gpt2")
     policy.save_pretrained(tmp_path / "policy")

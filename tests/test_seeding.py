@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM
 from rlhf.builtin_models import build_builtin
 from rlhf.config import RunConfig
 from rlhf.engine.run import Run
-from rlhf.models import load_policy, load_reward_model, value_model_from_policy
+from rlhf.models import load_policy, load_reward_model
+from rlhf.value_models import value_model_from_policy
 
 
 def test_building_models_touches_no_cuda_generator_and_restores_the_cpu_one(

@@ -1,6 +1,7 @@
 """Loading models and tokenizers, and reading a reward model's score correctly.
 
-Hub names, local save_pretrained folders and `builtin:` tiny models all go through here. Every
+Hub names, local save_pretrained folders, LoRA adapter folders and `builtin:` tiny models all go
+through here. Every
 model comes back in float32 with dropout off (DESIGN.md: dropout noise in the reward or the
 log-probs biases RLHF; Ziegler et al. 2019 train with it off) and a pad token set.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import copy
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import torch
@@ -27,6 +27,12 @@ from transformers import (
 from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
 
 from rlhf import builtin_models
+from rlhf.adapters import (
+    adapter_base,
+    is_adapter_folder,
+    merge_adapter_folder,
+    quantization_config,
+)
 from rlhf.algo.masking import last_true_index
 from rlhf.errors import UserError, first_line
 from rlhf.seeding import weights_seeded
@@ -125,15 +131,25 @@ def load_reward_model(
     trust_remote_code: bool = False,
     seed: int = 0,
     trained: bool = False,
+    quantize: str = "none",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A sequence classifier with exactly one output, and its tokenizer.
 
     A base model (e.g. `distilroberta-base`, `gpt2`) gets a fresh one-output head to train; a
     trained classifier with another number of labels is refused rather than silently re-headed.
     `trained=True` (scoring, evaluation, PPO) refuses a model that is not a sequence classifier
-    at all: a fresh random head would score noise without any error.
+    at all: a fresh random head would score noise without any error. A folder of LoRA adapters
+    (`adapter_config.json`) loads its base and merges them. `quantize='4bit'` loads the base in
+    4-bit for QLoRA (GPU only).
     """
-    if builtin_models.is_builtin(name_or_path):
+    if is_adapter_folder(name_or_path):
+        if trained:  # the base is a plain encoder or decoder; the folder holds the head
+            _check_reward_head(_load_config(name_or_path, trust_remote_code), name_or_path)
+        model, tokenizer = _merged_adapters(
+            load_reward_model, name_or_path, tokenizer_name=tokenizer_name or name_or_path,
+            disable_dropout=disable_dropout, trust_remote_code=trust_remote_code, seed=seed)
+    elif builtin_models.is_builtin(name_or_path):
+        _check_no_quantize(quantize, name_or_path)
         tokenizer = load_tokenizer(tokenizer_name, trust_remote_code=trust_remote_code) \
             if tokenizer_name else None
         model, tokenizer = builtin_models.build_builtin(
@@ -151,7 +167,8 @@ def load_reward_model(
             _zero_config_dropout(config)
         with weights_seeded(seed):  # a fresh head is initialised the same way every time
             model = _from_pretrained(AutoModelForSequenceClassification, name_or_path,
-                                     config=config, trust_remote_code=trust_remote_code)
+                                     config=config, trust_remote_code=trust_remote_code,
+                                     quantize=quantize)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if disable_dropout:
@@ -160,9 +177,15 @@ def load_reward_model(
 
 
 def load_policy(name_or_path: str, *, disable_dropout: bool = True,
-                trust_remote_code: bool = False, seed: int = 0):
-    """A causal LM and its tokenizer (left padding, pad token set) for PPO or generation."""
-    if builtin_models.is_builtin(name_or_path):
+                trust_remote_code: bool = False, seed: int = 0, quantize: str = "none"):
+    """A causal LM and its tokenizer (left padding, pad token set) for PPO or generation; a
+    LoRA adapter folder loads its base and merges them; `quantize='4bit'`: QLoRA's base."""
+    if is_adapter_folder(name_or_path):
+        model, tokenizer = _merged_adapters(load_policy, name_or_path,
+                                            disable_dropout=disable_dropout,
+                                            trust_remote_code=trust_remote_code, seed=seed)
+    elif builtin_models.is_builtin(name_or_path):
+        _check_no_quantize(quantize, name_or_path)
         model, tokenizer = builtin_models.build_builtin(name_or_path, AutoModelForCausalLM, seed)
         tokenizer = with_pad_token(tokenizer, name_or_path)
     else:
@@ -173,7 +196,7 @@ def load_policy(name_or_path: str, *, disable_dropout: bool = True,
             _zero_config_dropout(config)
         try:
             model = _from_pretrained(AutoModelForCausalLM, name_or_path, config=config,
-                                     trust_remote_code=trust_remote_code)
+                                     trust_remote_code=trust_remote_code, quantize=quantize)
         except ValueError as error:  # e.g. an encoder that has no causal-LM head
             raise UserError(f"'{name_or_path}' cannot be loaded as a causal language model: "
                             f"{first_line(error)}") from None
@@ -184,12 +207,37 @@ def load_policy(name_or_path: str, *, disable_dropout: bool = True,
     return use_fused_gelu(model), tokenizer
 
 
-def _from_pretrained(model_class, name_or_path: str, **kwargs) -> PreTrainedModel:
-    """`model_class.from_pretrained` in float32; unreadable weights are the user's to fix.
+def _merged_adapters(loader, folder: str, **kwargs):
+    """A model saved as LoRA adapters: its base loaded by `loader`, the adapters merged in,
+    the folder's tokenizer and the `rlhf_*` keys of its config.json (how a reward model
+    reads text, its score statistics)."""
+    base, _ = loader(adapter_base(folder), **kwargs)
+    model = merge_adapter_folder(base, folder)
+    saved = _load_config(folder, kwargs.get("trust_remote_code", False))
+    for key, value in vars(saved).items():
+        if key.startswith("rlhf_"):
+            setattr(model.config, key, value)
+    return model, load_tokenizer(folder, trust_remote_code=kwargs.get("trust_remote_code", False))
+
+
+def _check_no_quantize(quantize: str, name: str) -> None:
+    if quantize != "none":
+        raise UserError(f"lora.quantize={quantize} quantizes pretrained weights; '{name}' is a "
+                        "built-in random-weight model: use lora.quantize=none")
+
+
+def _from_pretrained(model_class, name_or_path: str, *, quantize: str = "none",
+                     **kwargs) -> PreTrainedModel:
+    """`model_class.from_pretrained` in float32 (or QLoRA's 4-bit); unreadable weights are the
+    user's to fix.
 
     A ValueError (a config no class of `model_class` fits) is left to the caller, which knows
     what kind of model it wanted.
     """
+    quantized = quantization_config(quantize)
+    if quantized is not None:  # 4-bit weights live on the GPU (check_quantize said we have one)
+        kwargs |= {"quantization_config": quantized,
+                   "device_map": {"": torch.cuda.current_device()}}
     try:
         return model_class.from_pretrained(name_or_path, dtype=torch.float32, **kwargs)
     except torch.OutOfMemoryError:
@@ -206,42 +254,6 @@ def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     reference = copy.deepcopy(model).eval()
     reference.requires_grad_(False)
     return reference
-
-
-def value_model_from_policy(policy: PreTrainedModel, *, seed: int = 0,
-                            disable_dropout: bool = True) -> PreTrainedModel:
-    """A value model with the policy's backbone weights and a fresh scalar head per token.
-
-    It is an AutoModelForSequenceClassification(num_labels=1) whose `score` head
-    `rollout.response_values` applies at every position, so a value at position t depends only
-    on tokens up to t. Dropout is off unless asked for: noisy values would be noise in the
-    advantages (and differ between processes, whose RNGs differ).
-    """
-    config = copy.deepcopy(policy.config)
-    config.num_labels = 1
-    if config.pad_token_id is None:  # the pooled output is unused; we read every position
-        config.pad_token_id = config.eos_token_id
-    with weights_seeded(seed):
-        value = AutoModelForSequenceClassification.from_config(config)
-    value.base_model.load_state_dict(policy.base_model.state_dict())
-    use_fused_gelu(value)
-    if disable_dropout:
-        turn_off_dropout(value)
-    if not is_decoder_classifier(value):
-        raise UserError(f"the policy ({type(policy).__name__}) has no decoder classifier "
-                        "counterpart to serve as a value model")
-    return value.float()
-
-
-def value_model_from_reward(reward_path: str, *, disable_dropout: bool = True,
-                            trust_remote_code: bool = False) -> PreTrainedModel:
-    """A value model initialised from a decoder reward model (backbone and head)."""
-    model, _ = load_reward_model(reward_path, disable_dropout=disable_dropout,
-                                 trust_remote_code=trust_remote_code, trained=True)
-    if not is_decoder_classifier(model):
-        raise UserError(f"reward model '{reward_path}' is an encoder; a value model must be a "
-                        "decoder: use model.value_init=policy")
-    return model
 
 
 def _load_config(name_or_path: str, trust_remote_code: bool):
@@ -291,7 +303,9 @@ def is_decoder_classifier(model: nn.Module) -> bool:
 
     Encoders (BERT, RoBERTa, DeBERTa) read the first token `<s>`/[CLS] through `classifier`.
     """
-    return isinstance(getattr(model, "score", None), nn.Linear)
+    score = getattr(model, "score", None)
+    score = getattr(score, "original_module", score)  # peft keeps a trained head in a wrapper
+    return isinstance(score, nn.Linear)
 
 
 def position_limit(model: nn.Module) -> int | None:
@@ -365,31 +379,3 @@ def sequence_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
     scores = token_scores(model, input_ids, attention_mask, **model_inputs)  # (N, T)
     last = last_true_index(attention_mask)  # (N,)
     return scores[torch.arange(len(scores), device=scores.device), last]
-
-
-def save_pretrained_atomic(model: PreTrainedModel, tokenizer, path: str | Path,
-                           extra_config: dict | None = None) -> Path:
-    """save_pretrained model and tokenizer to a temporary folder, then rename it into place.
-
-    A crash never leaves a half-written model under the final name.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for key, value in (extra_config or {}).items():
-        setattr(model.config, key, value)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    _replace_dir(tmp, path)
-    return path
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-

@@ -8,11 +8,12 @@ from transformers import AutoModelForCausalLM, GPT2Config
 
 from rlhf.algo.masking import response_mask_after_stop
 from rlhf.data.batching import left_pad
-from rlhf.models import frozen_copy, load_policy, load_reward_model, value_model_from_policy
+from rlhf.models import frozen_copy, load_policy, load_reward_model
 from rlhf.reward.scorers import FunctionScorer, RewardModelScorer
 from rlhf.rl.forward import response_logprobs, response_values
 from rlhf.rl.generation import sample_responses
 from rlhf.rl.rollout import collect_rollout
+from rlhf.value_models import value_model_from_policy
 
 
 @pytest.fixture(scope="module")

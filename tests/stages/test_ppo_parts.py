@@ -8,11 +8,12 @@ import torch
 from rlhf.algo.types import Rollout
 from rlhf.config import PPOConfig, load_config
 from rlhf.errors import UserError
-from rlhf.models import frozen_copy, load_policy, value_model_from_policy
+from rlhf.models import frozen_copy, load_policy
 from rlhf.rl.generation import stop_token_ids
 from rlhf.stages.ppo.advantages import advantages_and_returns
 from rlhf.stages.ppo.setup import ScoreTransform, iteration_schedule, score_transform
 from rlhf.stages.ppo.update import UpdateSettings, ppo_update
+from rlhf.value_models import value_model_from_policy
 
 ONE_PROCESS = SimpleNamespace(num_processes=1, process_index=0)
 

@@ -65,6 +65,22 @@ def test_each_method_runs_logs_documented_metrics_and_saves_no_value_model(
         assert len({s["prompt"] for s in samples[:k] if s["step"] == 1}) == 1
 
 
+def test_lora_run_resumes_exactly_with_the_adapter_disabled_reference(cut_and_resumed) -> None:
+    settings = [*SHORT, "lora.r=4", "run.save_every=1", "run.keep_last=10"]
+    full, cut = cut_and_resumed(
+        lambda out, *extra: train_critic_free(tiny("grpo", out, *settings, *extra)),
+        step=1, saved=["policy", "policy-adapter"])
+    for weights in ("policy/model.safetensors", "policy-adapter/adapter_model.safetensors"):
+        a, b = load_file(full / weights), load_file(cut / weights)
+        for key in a:
+            assert torch.equal(a[key], b[key]), (weights, key)
+    strip = [{k: v for k, v in r.items() if not k.startswith(("time/", "throughput/"))}
+             for r in records(full)]
+    assert strip == [{k: v for k, v in r.items() if not k.startswith(("time/", "throughput/"))}
+                     for r in records(cut)]
+    assert records(full)[0]["objective/kl"] == 0.0  # policy == base at the first iteration
+
+
 def test_without_a_kl_term_no_reference_is_loaded(tmp_path: Path) -> None:
     session = start_critic_free(tiny("dapo", tmp_path / "run", *SHORT))
     assert session.models.reference is None

@@ -56,15 +56,21 @@ def test_every_documented_metric_is_logged(tiny_run: Path) -> None:
             assert f"`{key}`" in documented, key
 
 
-def test_resume_gives_the_same_final_policy(cut_and_resumed) -> None:
-    settings = ["ppo.total_episodes=192", "run.save_every=2", "run.keep_last=10"]
+def test_resume_with_lora_gives_the_same_final_models(cut_and_resumed) -> None:
+    # LoRA on policy and value, gradient checkpointing; the reference is the policy with its
+    # adapters off (KL exactly 0 at the start). Full-model resume: test_kill_resume.py.
+    settings = ["ppo.total_episodes=192", "run.save_every=2", "run.keep_last=10", "lora.r=4",
+                "train.gradient_checkpointing=true"]
+    saved = ["policy", "policy-adapter", "value", "value-adapter"]
     full, cut = cut_and_resumed(lambda out, *extra: train_ppo(tiny(out, *settings, *extra)),
-                                step=2, saved=["policy"])
-    a = load_file(full / "policy" / "model.safetensors")
-    b = load_file(cut / "policy" / "model.safetensors")
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+                                step=2, saved=saved)
+    for folder in saved:
+        weights = "adapter_model.safetensors" if "adapter" in folder else "model.safetensors"
+        a, b = load_file(full / folder / weights), load_file(cut / folder / weights)
+        for key in a:
+            assert torch.equal(a[key], b[key]), (folder, key)
     assert records(full) == records(cut) or _same_but_time(records(full), records(cut))
+    assert records(full)[0]["objective/kl"] == 0.0
 
 
 def _same_but_time(a: list[dict], b: list[dict]) -> bool:

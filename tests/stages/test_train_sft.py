@@ -126,16 +126,22 @@ def test_misspelt_key_exits_2_with_a_suggestion(tmp_path: Path, capsys) -> None:
     assert "did you mean 'train.learning_rate'" in capsys.readouterr().err
 
 
-def test_resume_from_a_midway_checkpoint_gives_identical_weights(cut_and_resumed) -> None:
-    settings = ["data.max_samples=192", "train.epochs=2", "run.save_every=3",
+def test_resume_with_lora_from_a_midway_checkpoint_gives_identical_weights(
+        cut_and_resumed) -> None:
+    # LoRA adapters and gradient checkpointing: the checkpoints hold only the adapters (and the
+    # reward head); the full-model resume is tested by test_kill_resume.py.
+    settings = ["lora.r=4", "train.gradient_checkpointing=true", "data.max_samples=192", "train.epochs=2", "run.save_every=3",
                 "run.keep_last=100", "run.eval_every=5", "train.eval_batch_size=64"]
     # Died just after checkpoint 6 (mid-epoch 1 of 2: 12 steps per epoch).
     full, cut = cut_and_resumed(lambda out, *extra: train_sft(tiny(out, *settings, *extra)),
-                                step=6, saved=["model"])
-    a = load_file(full / "model" / "model.safetensors")
-    b = load_file(cut / "model" / "model.safetensors")
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+                                step=6, saved=["model", "model-adapter"])
+    checkpointed = (cut / "checkpoint-6" / "model.safetensors").stat().st_size
+    assert checkpointed < (full / "model" / "model.safetensors").stat().st_size / 5  # no base
+    for weights in ("model/model.safetensors", "model-adapter/adapter_model.safetensors"):
+        a, b = load_file(full / weights), load_file(cut / weights)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
     assert (full / "metrics.jsonl").read_text() == (cut / "metrics.jsonl").read_text()
 
 

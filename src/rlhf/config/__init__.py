@@ -10,14 +10,20 @@ holds the rest (`reward`, `sft`, `ppo`, `critic_free`), and `docs` prints a stag
 Imports only the standard library, OmegaConf and rlhf.errors (DESIGN.md dependency rule).
 """
 
-from rlhf.config.common import BatchTrainConfig, ExampleDataConfig, OptimizerConfig, RunConfig
+from rlhf.config.common import (
+    BatchTrainConfig,
+    ExampleDataConfig,
+    LoraConfig,
+    OptimizerConfig,
+    RunConfig,
+)
 from rlhf.config.critic_free import (
     CriticFreeAlgoConfig,
     CriticFreeConfig,
     GroupGenerateConfig,
 )
 from rlhf.config.loading import BOOLEAN_WORDS, load_config, merge_config, to_yaml
-from rlhf.config.ppo import PPOAlgoConfig, PPOConfig, PPOModelConfig
+from rlhf.config.ppo import PPOAlgoConfig, PPOConfig, PPOLoraConfig, PPOModelConfig
 from rlhf.config.reward import (
     PreferenceDataConfig,
     RewardConfig,
@@ -42,9 +48,11 @@ __all__ = [
     "ExampleDataConfig",
     "GenerateConfig",
     "GroupGenerateConfig",
+    "LoraConfig",
     "OptimizerConfig",
     "PPOAlgoConfig",
     "PPOConfig",
+    "PPOLoraConfig",
     "PPOModelConfig",
     "PreferenceDataConfig",
     "PromptDataConfig",

@@ -81,6 +81,11 @@ class OptimizerConfig:
     """Fraction of the optimizer steps with a linear warmup from 0."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this value (0 turns clipping off)."""
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input in the forward pass and recompute the rest during the
+    backward pass (transformers' non-reentrant gradient checkpointing): much less activation
+    memory for about one extra forward pass of time; the same losses and gradients to float
+    tolerance."""
 
     def __post_init__(self) -> None:
         check(self.learning_rate > 0, "train.learning_rate", "must be > 0")
@@ -89,6 +94,47 @@ class OptimizerConfig:
               f"'{self.scheduler}' is not one of linear, cosine, constant")
         check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
         check(self.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (Hu et al. 2021) through peft: only low-rank updates of the chosen layers
+    train; the base weights stay frozen, and an RL run's reference is the same model with its
+    adapters switched off (no second copy in memory)."""
+
+    r: int = 0
+    """Rank of each adapter; 0 trains every parameter (no adapters)."""
+    alpha: float = 16.0
+    """Scale of the update: the layer adds (alpha / r) * B A x."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input. 0: an RL update must compute the same function the
+    rollout sampled from (ratio exactly 1 before the first step)."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Layers that get adapters: module names or name suffixes (e.g. [c_attn] for GPT-2,
+    [q_proj, v_proj] for Llama), or [all-linear]: every linear layer except the output head
+    (the QLoRA recommendation, Dettmers et al. 2023)."""
+    merge: bool = True
+    """Also write RUN/model with the adapters merged into the weights, a folder plain
+    transformers loads; RUN/adapter always holds the adapters in peft's format. false saves
+    the disk and time of a full copy of a large model."""
+    quantize: str = "none"
+    """'none' or '4bit': QLoRA, the frozen base in 4-bit NF4 through bitsandbytes with the
+    adapters in full precision; needs a CUDA GPU and the bitsandbytes package."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.r > 0
+
+    def __post_init__(self) -> None:
+        check(self.r >= 0, "lora.r", "must be >= 0 (0 turns LoRA off)")
+        check(self.alpha > 0, "lora.alpha", "must be > 0")
+        check(0.0 <= self.dropout < 1.0, "lora.dropout", "must be in [0, 1)")
+        check(bool(self.target_modules), "lora.target_modules",
+              "must name at least one module, or be [all-linear]")
+        check(self.quantize in ("none", "4bit"), "lora.quantize",
+              f"'{self.quantize}' is not one of none, 4bit")
+        check(self.quantize == "none" or self.r > 0, "lora.quantize",
+              "a 4-bit base cannot be trained without adapters; set lora.r (e.g. 16)")
 
 
 @dataclass

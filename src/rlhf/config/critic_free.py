@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf.config.common import RunConfig, check
+from rlhf.config.common import LoraConfig, RunConfig, check
 from rlhf.config.rl import GenerateConfig, PromptDataConfig, RLModelConfig, RLTrainConfig
 
 GROUP_ESTIMATORS = ("rloo", "grpo", "dr_grpo")
@@ -122,6 +122,7 @@ class CriticFreeConfig:
     generate: GroupGenerateConfig = field(default_factory=GroupGenerateConfig)
     algo: CriticFreeAlgoConfig = field(default_factory=CriticFreeAlgoConfig)
     train: RLTrainConfig = field(default_factory=RLTrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     samples_every: int = 10
     """Write a table of (prompt, response, score) to samples.jsonl every N iterations."""
 

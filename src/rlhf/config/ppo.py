@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf.config.common import RunConfig, check
+from rlhf.config.common import LoraConfig, RunConfig, check
 from rlhf.config.rl import GenerateConfig, PromptDataConfig, RLModelConfig, RLTrainConfig
 
 
@@ -17,11 +17,27 @@ class PPOModelConfig(RLModelConfig):
     value_init: str = "auto"
     """Initialise the value model from 'policy', 'reward', or 'auto': the reward model when it
     is a decoder sharing the policy's tokenizer, else the policy."""
+    value: str = "separate"
+    """'separate': the value model is its own network (the default; Huang et al. 2024 found
+    separate networks more stable). 'shared': one backbone with the LM head and a scalar value
+    head (trl 0.11's value-head model): one forward pass serves policy and value and a backbone
+    less is held, but the value loss also shapes the policy's features."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(self.value in ("separate", "shared"), "model.value",
+              f"'{self.value}' is not one of separate, shared")
         check(self.value_init in ("auto", "policy", "reward"), "model.value_init",
               f"'{self.value_init}' is not one of auto, policy, reward")
+
+
+@dataclass
+class PPOLoraConfig(LoraConfig):
+    """LoRA for PPO's trained models: the policy, and the value model unless value=false."""
+
+    value: bool = True
+    """Give the value model its own adapters on its own frozen backbone (its scalar head trains
+    in full); false trains every value-model parameter."""
 
 
 @dataclass
@@ -114,11 +130,15 @@ class PPOConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     ppo: PPOAlgoConfig = field(default_factory=PPOAlgoConfig)
     train: RLTrainConfig = field(default_factory=RLTrainConfig)
+    lora: PPOLoraConfig = field(default_factory=PPOLoraConfig)
     samples_every: int = 10
     """Write a table of (prompt, response, score) to samples.jsonl every N iterations."""
 
     def __post_init__(self) -> None:
         check(self.samples_every >= 0, "samples_every", "must be >= 0")
+        check(self.lora.quantize == "none" or self.model.value == "shared", "lora.quantize",
+              "a 4-bit policy cannot seed a separate value model (it copies the policy's "
+              "full-precision weights); use model.value=shared or lora.quantize=none")
         # The split must work on one process at least; more processes are checked at start.
         self.batch_split(1)
 

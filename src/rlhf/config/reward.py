@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from rlhf.config.common import BatchTrainConfig, ExampleDataConfig, RunConfig, check
+from rlhf.config.common import (
+    BatchTrainConfig,
+    ExampleDataConfig,
+    LoraConfig,
+    RunConfig,
+    check,
+)
 
 
 @dataclass
@@ -69,3 +75,4 @@ class RewardConfig:
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
     model: RewardModelConfig = field(default_factory=RewardModelConfig)
     train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)

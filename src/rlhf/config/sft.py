@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from rlhf.config.common import BatchTrainConfig, ExampleDataConfig, RunConfig, check
+from rlhf.config.common import (
+    BatchTrainConfig,
+    ExampleDataConfig,
+    LoraConfig,
+    RunConfig,
+    check,
+)
 
 SFT_COLUMNS = ("prompt", "response", "messages")
 
@@ -61,3 +67,4 @@ class SFTConfig:
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     model: SFTModelConfig = field(default_factory=SFTModelConfig)
     train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)

@@ -1,8 +1,9 @@
 """Atomic checkpoints and exact resume.
 
-A checkpoint `checkpoint-<step>/` holds, for each named model, its weights (safetensors), its
-optimizer and scheduler state, the fp16 loss scale, the trainer state (step, data position, KL
-controller, ...) as JSON and every process's RNG states. It is written under a temporary name
+A checkpoint `checkpoint-<step>/` holds, for each named model, its trained weights (safetensors;
+for a LoRA model only the adapters and any trained head), its optimizer and scheduler state,
+the fp16 loss scale, the trainer state (step, data position, KL controller, ...) as JSON and
+every process's RNG states. It is written under a temporary name
 and renamed into place, so resume never sees a half-written one. Nothing is ever unpickled:
 weights load from safetensors and optimizer state with `torch.load(weights_only=True)`.
 """
@@ -97,7 +98,7 @@ def _write_state(folder: Path, state: TrainingState, models, optimizers, schedul
                  accelerator) -> None:
     """Weights, optimizer, scheduler and loss-scale state, then the state file (last)."""
     for name, model in models.items():
-        save_model(accelerator.unwrap_model(model), str(folder / f"{name}.safetensors"))
+        save_weights(accelerator.unwrap_model(model), folder / f"{name}.safetensors")
     crash_point("checkpoint_weights", state.step)
     for name, optimizer in optimizers.items():
         torch.save(optimizer.state_dict(), folder / f"optimizer-{name}.pt")
@@ -117,7 +118,7 @@ def read_checkpoint(path: Path, rng_file: Path, models, optimizers, schedulers, 
     which refuses anything but tensors and plain containers: a crafted pickle cannot run code.
     """
     for name, model in models.items():
-        load_model(accelerator.unwrap_model(model), str(path / f"{name}.safetensors"))
+        load_weights(accelerator.unwrap_model(model), path / f"{name}.safetensors")
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(
             torch.load(path / f"optimizer-{name}.pt", weights_only=True, map_location="cpu"))
@@ -128,6 +129,35 @@ def read_checkpoint(path: Path, rng_file: Path, models, optimizers, schedulers, 
     saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     _restore_rng(rng_file, saved.pop("python_rng"))
     return saved
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The weights that train: the whole model, or only the trainable parameters of a model
+    with a frozen part (LoRA: the adapters and a trained head, not the base it never
+    changes)."""
+    parameters = dict(model.named_parameters())
+    if all(p.requires_grad for p in parameters.values()):
+        save_model(model, str(path))  # handles tied weights
+        return
+    save_file({name: p.detach().contiguous() for name, p in parameters.items()
+               if p.requires_grad}, str(path))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Restore what `save_weights` wrote; a file whose names are not exactly the trainable
+    parameters (another LoRA rank or target, or a full model) is refused."""
+    parameters = dict(model.named_parameters())
+    if all(p.requires_grad for p in parameters.values()):
+        load_model(model, str(path))
+        return
+    saved = load_file(str(path))
+    trained = {name for name, p in parameters.items() if p.requires_grad}
+    if set(saved) != trained:
+        raise ValueError(f"{path.name} holds {len(saved)} tensors, not the {len(trained)} "
+                         "trainable ones of this model (was it saved with other LoRA settings?)")
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            parameters[name].copy_(tensor)
 
 
 def crash_point(point: str, step: int) -> None:

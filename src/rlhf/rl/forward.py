@@ -29,7 +29,7 @@ def response_logits(model, query_ids, query_mask, response_ids, response_mask) -
     # prompt's, and not the last position's (it predicts past the response).
     predicting = torch.arange(total - width - 1, total - 1, device=input_ids.device)  # (R,)
     return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                 logits_to_keep=predicting).logits  # (B, R, V)
+                 logits_to_keep=predicting, use_cache=False).logits  # (B, R, V)
 
 
 def response_logprobs(model, query_ids, query_mask, response_ids, response_mask,

@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 from rlhf.algo.types import Rollout
 from rlhf.engine.checkpoint import TrainingState
 from rlhf.engine.run import Run
-from rlhf.models import save_pretrained_atomic
 from rlhf.rl.rollout import Texts
 from rlhf.rl.schedule import IterationSchedule
 from rlhf.rl.setup import PolicyModels
+from rlhf.saving import save_trained
 
 
 @dataclass(kw_only=True)
@@ -107,16 +107,18 @@ def run_to_the_end(session: RLSession, iteration, **saved) -> dict[str, float]:
     while session.state.step < session.schedule.iterations:
         metrics = iteration(session)
     session.bar.close()
-    save_models(session.run, session.models.tokenizer, **saved)
+    save_models(session.run, session.models.tokenizer, merge=session.cfg.lora.merge, **saved)
     session.run.finish()
     return metrics
 
 
-def save_models(run: Run, tokenizer, **models) -> None:
-    """Each model as a save_pretrained folder named by its keyword (policy=..., value=...)."""
+def save_models(run: Run, tokenizer, *, merge: bool = True, **models) -> None:
+    """Each model as a save_pretrained folder named by its keyword (policy=..., value=...);
+    a LoRA model also as `<name>-adapter` (and without the merged folder when not `merge`)."""
     if run.is_main:
+        written = []
         for name, model in models.items():
-            save_pretrained_atomic(run.accelerator.unwrap_model(model), tokenizer,
-                                   run.output_dir / name)
-        print(f"[rlhf] policy saved to {run.output_dir / 'policy'}", flush=True)
+            written += save_trained(run.accelerator.unwrap_model(model), tokenizer,
+                                    run.output_dir / name, merge=merge)
+        print(f"[rlhf] saved {', '.join(map(str, written))}", flush=True)
     run.accelerator.wait_for_everyone()

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhf.adapters import AdaptersOff
 from rlhf.config import GenerateConfig, PromptDataConfig, RLModelConfig
 from rlhf.data.prompts import load_prompts
 from rlhf.engine.run import Run
 from rlhf.models import check_fits_positions, frozen_copy, load_policy
 from rlhf.reward.scorers import RewardModelScorer, load_scorer, stored_score_stats
 from rlhf.rl.generation import stop_token_ids
+from rlhf.trainable import ready_to_train
 
 
 @dataclass
@@ -31,18 +33,32 @@ class PolicyModels:
 
 
 def load_policy_models(m: RLModelConfig, generate: GenerateConfig, *, seed: int, batch_size: int,
-                       device: torch.device, with_reference: bool = True) -> PolicyModels:
-    """The policy (and a frozen copy as reference) and the scorer of `m.reward`."""
+                       device: torch.device, quantize: str = "none") -> PolicyModels:
+    """The policy as loaded (no reference yet: `make_trainable` adds it) and the scorer of
+    `m.reward`."""
     policy, tokenizer = load_policy(m.policy, disable_dropout=m.disable_dropout,
-                                    trust_remote_code=m.trust_remote_code, seed=seed)
+                                    trust_remote_code=m.trust_remote_code, seed=seed,
+                                    quantize=quantize)
     scorer = load_scorer(
         m.reward, template=m.reward_template, separator=m.reward_separator,
         append_eos=m.reward_append_eos, max_length=m.reward_max_length,
         length_option="model.reward_max_length", batch_size=max(8, batch_size), device=device)
-    return PolicyModels(policy=policy, reference=frozen_copy(policy) if with_reference else None,
-                        scorer=scorer, tokenizer=tokenizer,
+    return PolicyModels(policy=policy, reference=None, scorer=scorer, tokenizer=tokenizer,
                         stop_ids=stop_token_ids(tokenizer, generate.stop_token),
                         reward_stats=stored_score_stats(scorer))
+
+
+def make_trainable(models: PolicyModels, *, lora, gradient_checkpointing: bool,
+                   with_reference: bool, base_name: str) -> None:
+    """The policy with LoRA adapters and gradient checkpointing as configured, and its
+    reference: with adapters, the policy itself with them switched off (no second copy, and it
+    cannot drift); else a frozen copy taken before training; None when the run needs none."""
+    if with_reference and not lora.r:
+        models.reference = frozen_copy(models.policy)
+    models.policy = ready_to_train(models.policy, lora=lora, base_name=base_name,
+                                   gradient_checkpointing=gradient_checkpointing)
+    if with_reference and lora.r:
+        models.reference = AdaptersOff(models.policy)
 
 
 def check_lengths(data: PromptDataConfig, generate: GenerateConfig, model_name: str,

@@ -30,7 +30,6 @@ from rlhf.engine.supervised import SupervisedTask, start_training, train_supervi
 from rlhf.models import (
     check_fits_positions,
     load_reward_model,
-    save_pretrained_atomic,
     sequence_scores,
 )
 from rlhf.reward.reading import (
@@ -41,6 +40,8 @@ from rlhf.reward.reading import (
     TEMPLATE_KEY,
     trl_appends_eos,
 )
+from rlhf.saving import save_trained
+from rlhf.trainable import ready_to_train
 
 
 @dataclass
@@ -130,8 +131,12 @@ def train_reward(cfg: RewardConfig) -> dict[str, float]:
     model, tokenizer = load_reward_model(
         cfg.model.name_or_path, tokenizer_name=cfg.model.tokenizer,
         disable_dropout=cfg.model.disable_dropout,
-        trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed)
+        trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed,
+        quantize=cfg.lora.quantize)
     check_fits_positions(model, cfg.data.max_length, "data.max_length", cfg.model.name_or_path)
+    model = ready_to_train(model, lora=cfg.lora, classifier=True,
+                           gradient_checkpointing=cfg.train.gradient_checkpointing,
+                           base_name=cfg.model.name_or_path)
     data = prepare_reward_data(cfg, tokenizer)
     _announce(run, data)
     training = start_training(run, model, cfg.train, n_examples=len(data.train.best))
@@ -203,9 +208,9 @@ def _save_final_model(cfg: RewardConfig, run: Run, model, tokenizer, data: Rewar
              APPEND_EOS_KEY: trl_appends_eos(tokenizer.eos_token_id, tokenizer.pad_token_id),
              SCORE_MEAN_KEY: float(rewards.mean()), SCORE_STD_KEY: float(rewards.std())}
     if run.is_main:
-        save_pretrained_atomic(run.accelerator.unwrap_model(model), tokenizer,
-                               run.output_dir / "model", extra)
-        print(f"[rlhf] reward model saved to {run.output_dir / 'model'}", flush=True)
+        written = save_trained(run.accelerator.unwrap_model(model), tokenizer,
+                               run.output_dir / "model", extra, merge=cfg.lora.merge)
+        print(f"[rlhf] reward model saved to {', '.join(map(str, written))}", flush=True)
     run.accelerator.wait_for_everyone()
 
 

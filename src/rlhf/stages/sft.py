@@ -28,8 +28,9 @@ from rlhf.models import (
     check_fits_positions,
     load_policy,
     position_ids_from_mask,
-    save_pretrained_atomic,
 )
+from rlhf.saving import save_trained
+from rlhf.trainable import ready_to_train
 
 
 @dataclass
@@ -68,7 +69,8 @@ def next_token_logprobs(model, inputs: dict[str, torch.Tensor],
     input_ids = inputs["input_ids"].to(device)  # (B, T)
     attention_mask = inputs["attention_mask"].to(device)  # (B, T)
     logits = model(input_ids=input_ids, attention_mask=attention_mask.long(),
-                   position_ids=position_ids_from_mask(attention_mask)).logits  # (B, T, V)
+                   position_ids=position_ids_from_mask(attention_mask),
+                   use_cache=False).logits  # (B, T, V)
     logprobs = token_logprobs(logits[:, :-1], input_ids[:, 1:])  # (B, T - 1)
     return logprobs, inputs["response_mask"][:, 1:].to(device)
 
@@ -148,8 +150,11 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
     micro_batch_size, _ = cfg.train.micro_batches_per_step(run.accelerator.num_processes)
     model, tokenizer = load_policy(
         cfg.model.name_or_path, disable_dropout=cfg.model.disable_dropout,
-        trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed)
+        trust_remote_code=cfg.model.trust_remote_code, seed=cfg.run.seed,
+        quantize=cfg.lora.quantize)
     check_fits_positions(model, cfg.data.max_length, "data.max_length", cfg.model.name_or_path)
+    model = ready_to_train(model, lora=cfg.lora, base_name=cfg.model.name_or_path,
+                           gradient_checkpointing=cfg.train.gradient_checkpointing)
     data = prepare_sft_data(cfg, tokenizer)
     _announce(run, data)
     training = start_training(run, model, cfg.train, n_examples=len(data.train))
@@ -168,7 +173,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
         evaluate_at_start=True)  # the starting model's held-out loss: what SFT improves on
     final = train_supervised(run, training, task, batch_size=cfg.train.batch_size,
                              seed=cfg.run.seed)
-    _finish(run, training.model, tokenizer, final)
+    _finish(run, training.model, tokenizer, final, merge=cfg.lora.merge)
     return final
 
 
@@ -179,8 +184,9 @@ def _announce(run: Run, data: SFTDataSplits) -> None:
               f"({counts})", flush=True)
 
 
-def _finish(run: Run, model, tokenizer, final: dict[str, float]) -> None:
-    """Save OUT/model (left-padding tokenizer, as generation and PPO expect)."""
+def _finish(run: Run, model, tokenizer, final: dict[str, float], *, merge: bool) -> None:
+    """Save OUT/model (left-padding tokenizer, as generation and PPO expect; with LoRA also
+    OUT/model-adapter)."""
     if run.is_main:
         print(f"[rlhf] held-out loss {final['eval/loss']:.4f} (perplexity "
               f"{final['eval/perplexity']:.2f}) over {int(final['eval/tokens'])} response "
@@ -188,9 +194,9 @@ def _finish(run: Run, model, tokenizer, final: dict[str, float]) -> None:
         # transformers 5 saves init_kwargs, not the attribute: set both so a plain
         # AutoTokenizer.from_pretrained(OUT/model) pads on the left too.
         tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"
-        save_pretrained_atomic(run.accelerator.unwrap_model(model), tokenizer,
-                               run.output_dir / "model")
-        print(f"[rlhf] policy saved to {run.output_dir / 'model'}", flush=True)
+        written = save_trained(run.accelerator.unwrap_model(model), tokenizer,
+                               run.output_dir / "model", merge=merge)
+        print(f"[rlhf] policy saved to {', '.join(map(str, written))}", flush=True)
     run.accelerator.wait_for_everyone()
     run.finish()
 

@@ -40,6 +40,7 @@ from rlhf.rl.setup import (
     check_lengths,
     load_policy_models,
     load_run_prompts,
+    make_trainable,
     prepare_frozen_models,
 )
 from rlhf.stages.critic_free.advantages import (
@@ -104,7 +105,9 @@ def start_critic_free(cfg: CriticFreeConfig) -> CriticFreeSession:
     _, per_minibatch, micro = cfg.batch_split(run.accelerator.num_processes)
     models = load_policy_models(cfg.model, cfg.generate, seed=cfg.run.seed,
                                 batch_size=cfg.train.batch_size * cfg.generate.num_samples,
-                                device=run.device, with_reference=cfg.algo.kl_penalty != "none")
+                                device=run.device, quantize=cfg.lora.quantize)
+    make_trainable(models, lora=cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                   with_reference=cfg.algo.kl_penalty != "none", base_name=cfg.model.policy)
     check_lengths(cfg.data, cfg.generate, cfg.model.policy, models.policy)
     prompt_ids, score_prompts = load_run_prompts(cfg.data, models.tokenizer, cfg.run.seed)
     schedule = IterationSchedule(

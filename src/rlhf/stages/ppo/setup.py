@@ -11,10 +11,12 @@ from rlhf.algo.kl import AdaptiveKLController, FixedKLController
 from rlhf.algo.rewards import ScoreTransform, gain_bias_for_unit_normal
 from rlhf.config import PPOConfig
 from rlhf.errors import UserError
-from rlhf.models import is_decoder_classifier, value_model_from_policy, value_model_from_reward
+from rlhf.models import is_decoder_classifier
 from rlhf.rl.schedule import IterationSchedule
-from rlhf.rl.setup import PolicyModels, load_policy_models, prepare_frozen_models
+from rlhf.rl.setup import PolicyModels, load_policy_models, make_trainable, prepare_frozen_models
 from rlhf.rl.setup import check_lengths as check_rl_lengths
+from rlhf.trainable import ready_to_train
+from rlhf.value_models import value_model_from_policy, value_model_from_reward
 
 __all__ = ["PPOModels", "ScoreTransform", "check_lengths", "iteration_schedule", "kl_controller",
            "load_ppo_models", "prepare_frozen_models", "score_transform"]
@@ -28,10 +30,17 @@ class PPOModels(PolicyModels):
 
 
 def load_ppo_models(cfg: PPOConfig, device: torch.device) -> PPOModels:
-    """Load the four models; the value model starts from the reward model or the policy."""
+    """Load the four models; the value model starts from the reward model or the policy (as
+    loaded, before adapters), and each trained model gets adapters and checkpointing as
+    configured."""
     base = load_policy_models(cfg.model, cfg.generate, seed=cfg.run.seed,
-                              batch_size=cfg.train.batch_size, device=device)
+                              batch_size=cfg.train.batch_size, device=device,
+                              quantize=cfg.lora.quantize)
     value = _value_model(cfg, base.policy, base.tokenizer, base.scorer)
+    make_trainable(base, lora=cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                   with_reference=True, base_name=cfg.model.policy)
+    value = ready_to_train(value, lora=cfg.lora if cfg.lora.value else None, classifier=True,
+                           gradient_checkpointing=cfg.train.gradient_checkpointing)
     return PPOModels(**vars(base), value=value)
 
 
