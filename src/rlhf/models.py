@@ -314,7 +314,7 @@ def position_limit(model: nn.Module) -> int | None:
     RoBERTa-family tables reserve their first padding_idx + 1 rows (positions start after the
     pad index), so roberta-base's 514 rows hold 512 tokens.
     """
-    model = _unwrap(model)
+    model = unwrapped(model)
     config = getattr(model, "config", None)
     limit = getattr(config, "max_position_embeddings", None)  # GPT-2's n_positions too
     if not isinstance(limit, int) or limit <= 0:
@@ -353,11 +353,11 @@ def token_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
         position_ids = position_ids_from_mask(attention_mask)
     output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    output_hidden_states=True, **model_inputs)
-    head = _unwrap(model).score
+    head = unwrapped(model).score
     return head(output.hidden_states[-1]).squeeze(-1).float()  # (N, T)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrapped(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel (or similar) wrapper."""
     return getattr(model, "module", model)
 
@@ -373,7 +373,7 @@ def sequence_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
     segment ids reads a pair without them as one segment, off its training distribution.
     """
     attention_mask = attention_mask.bool()
-    if not is_decoder_classifier(_unwrap(model)):
+    if not is_decoder_classifier(unwrapped(model)):
         return model(input_ids=input_ids, attention_mask=attention_mask,
                      **model_inputs).logits[:, 0].float()
     scores = token_scores(model, input_ids, attention_mask, **model_inputs)  # (N, T)

@@ -1,10 +1,12 @@
-"""The value model of PPO: a scalar head on a decoder that reads every position, started from the
-policy's backbone or from a decoder reward model."""
+"""The value model of PPO: a scalar head on a decoder that reads every position, either a network
+of its own (started from the policy's backbone or from a decoder reward model) or a head on the
+policy's own backbone (`PolicyWithValueHead`, model.value=shared)."""
 
 from __future__ import annotations
 
 import copy
 
+from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from rlhf.errors import UserError
@@ -51,3 +53,32 @@ def value_model_from_reward(reward_path: str, *, disable_dropout: bool = True,
         raise UserError(f"reward model '{reward_path}' is an encoder; a value model must be a "
                         "decoder: use model.value_init=policy")
     return model
+
+
+class PolicyWithValueHead(nn.Module):
+    """Policy and value on one backbone (model.value=shared), as trl 0.11's
+    AutoModelForCausalLMWithValueHead: the causal LM `lm` and a scalar head `score` on its final
+    hidden states.
+
+    Calling it calls the LM (generation, log-probs); the head has the name a decoder
+    classifier's has, so `models.token_scores` and `rl.forward.response_values` read values from
+    it as from a separate value model, and `rl.forward.response_logprobs_and_values` reads both
+    from one forward pass. The trade-off (docs/design.md): a backbone less in memory and one
+    forward pass instead of two per update, but the value loss also moves the policy's
+    features (Huang et al. 2024 found separate networks more stable; separate is the default).
+    """
+
+    def __init__(self, lm: nn.Module, *, seed: int = 0):
+        super().__init__()
+        self.lm = lm
+        with weights_seeded(seed):  # like a classifier head: N(0, initializer_range), bias 0
+            self.score = nn.Linear(lm.config.hidden_size, 1)
+            nn.init.normal_(self.score.weight, std=getattr(lm.config, "initializer_range", 0.02))
+            nn.init.zeros_(self.score.bias)
+
+    @property
+    def config(self):
+        return self.lm.config
+
+    def forward(self, **inputs):
+        return self.lm(**inputs)

@@ -56,12 +56,17 @@ def test_every_documented_metric_is_logged(tiny_run: Path) -> None:
             assert f"`{key}`" in documented, key
 
 
-def test_resume_with_lora_gives_the_same_final_models(cut_and_resumed) -> None:
-    # LoRA on policy and value, gradient checkpointing; the reference is the policy with its
-    # adapters off (KL exactly 0 at the start). Full-model resume: test_kill_resume.py.
-    settings = ["ppo.total_episodes=192", "run.save_every=2", "run.keep_last=10", "lora.r=4",
-                "train.gradient_checkpointing=true"]
-    saved = ["policy", "policy-adapter", "value", "value-adapter"]
+@pytest.mark.parametrize("models", ["lora", "shared"])
+def test_resume_with_lora_or_a_shared_value_head_gives_the_same_final_models(
+        models: str, cut_and_resumed) -> None:
+    # LoRA on policy and value with gradient checkpointing (the reference is the policy with
+    # its adapters off: KL exactly 0 at the start), or one backbone with a value head.
+    # Full-model resume: test_kill_resume.py.
+    settings = ["ppo.total_episodes=192", "run.save_every=2", "run.keep_last=10",
+                *(["lora.r=4", "train.gradient_checkpointing=true"] if models == "lora"
+                  else ["model.value=shared"])]
+    saved = ["policy", "policy-adapter", "value", "value-adapter"] if models == "lora" \
+        else ["policy"]
     full, cut = cut_and_resumed(lambda out, *extra: train_ppo(tiny(out, *settings, *extra)),
                                 step=2, saved=saved)
     for folder in saved:

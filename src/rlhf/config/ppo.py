@@ -27,6 +27,9 @@ class PPOModelConfig(RLModelConfig):
         super().__post_init__()
         check(self.value in ("separate", "shared"), "model.value",
               f"'{self.value}' is not one of separate, shared")
+        check(self.value == "separate" or self.value_init != "reward", "model.value_init",
+              "a shared value head starts on the policy's backbone; model.value_init=reward "
+              "needs model.value=separate")
         check(self.value_init in ("auto", "policy", "reward"), "model.value_init",
               f"'{self.value_init}' is not one of auto, policy, reward")
 

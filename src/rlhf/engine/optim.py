@@ -20,7 +20,7 @@ def adamw_with_schedule(parameters, *, learning_rate: float, weight_decay: float
                         scheduler: str, warmup_ratio: float, total_steps: int):
     """AdamW over the parameters that train (a LoRA model's frozen base holds no optimizer
     state) and its learning-rate schedule (linear warmup, then linear/cosine/constant)."""
-    trained = [p for p in parameters if p.requires_grad]
+    trained = list({id(p): p for p in parameters if p.requires_grad}.values())  # each once
     optimizer = _adamw(trained, lr=learning_rate, weight_decay=weight_decay)
     schedule = get_scheduler(SCHEDULER_NAMES[scheduler], optimizer,
                              num_warmup_steps=math.ceil(warmup_ratio * total_steps),

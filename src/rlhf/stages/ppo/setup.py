@@ -16,7 +16,11 @@ from rlhf.rl.schedule import IterationSchedule
 from rlhf.rl.setup import PolicyModels, load_policy_models, make_trainable, prepare_frozen_models
 from rlhf.rl.setup import check_lengths as check_rl_lengths
 from rlhf.trainable import ready_to_train
-from rlhf.value_models import value_model_from_policy, value_model_from_reward
+from rlhf.value_models import (
+    PolicyWithValueHead,
+    value_model_from_policy,
+    value_model_from_reward,
+)
 
 __all__ = ["PPOModels", "ScoreTransform", "check_lengths", "iteration_schedule", "kl_controller",
            "load_ppo_models", "prepare_frozen_models", "score_transform"]
@@ -24,7 +28,8 @@ __all__ = ["PPOModels", "ScoreTransform", "check_lengths", "iteration_schedule",
 
 @dataclass
 class PPOModels(PolicyModels):
-    """Policy, frozen reference, reward scorer and tokenizer, and PPO's value model."""
+    """Policy, frozen reference, reward scorer and tokenizer, and PPO's value model (the policy
+    itself, a `PolicyWithValueHead`, when model.value=shared)."""
 
     value: torch.nn.Module
 
@@ -36,9 +41,13 @@ def load_ppo_models(cfg: PPOConfig, device: torch.device) -> PPOModels:
     base = load_policy_models(cfg.model, cfg.generate, seed=cfg.run.seed,
                               batch_size=cfg.train.batch_size, device=device,
                               quantize=cfg.lora.quantize)
-    value = _value_model(cfg, base.policy, base.tokenizer, base.scorer)
+    shared = cfg.model.value == "shared"
+    value = None if shared else _value_model(cfg, base.policy, base.tokenizer, base.scorer)
     make_trainable(base, lora=cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
                    with_reference=True, base_name=cfg.model.policy)
+    if shared:  # the value head sits on the policy's backbone: `value` is the policy
+        base.policy = PolicyWithValueHead(base.policy, seed=cfg.run.seed)
+        return PPOModels(**vars(base), value=base.policy)
     value = ready_to_train(value, lora=cfg.lora if cfg.lora.value else None, classifier=True,
                            gradient_checkpointing=cfg.train.gradient_checkpointing)
     return PPOModels(**vars(base), value=value)

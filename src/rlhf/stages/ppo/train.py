@@ -19,6 +19,7 @@ from rlhf.algo.types import Rollout
 from rlhf.config import PPOConfig
 from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
 from rlhf.engine.run import Run
+from rlhf.models import unwrapped
 from rlhf.rl.iteration import (
     RLSession,
     end_iteration,
@@ -39,13 +40,18 @@ from rlhf.stages.ppo.setup import (
     prepare_frozen_models,
     score_transform,
 )
-from rlhf.stages.ppo.update import UpdateSettings, ppo_update
+from rlhf.stages.ppo.update import (
+    UpdateSettings,
+    ppo_update,
+    separate_forward,
+    shared_forward,
+)
 
 
 def train_ppo(cfg: PPOConfig) -> dict[str, float]:
     """Run PPO as configured; returns the last iteration's metrics."""
     ppo = start_ppo(cfg)
-    return run_to_the_end(ppo, iteration, policy=ppo.policy, value=ppo.value)
+    return run_to_the_end(ppo, iteration, **final_models(ppo))
 
 
 def iteration(ppo: PPOSession) -> dict[str, float]:
@@ -84,9 +90,23 @@ class PPOSession(RLSession):
     """Restored from the checkpoint or measured once the run has started."""
 
     @property
+    def shared(self) -> bool:
+        """The value head sits on the policy's backbone (model.value=shared)."""
+        return self.value is self.policy
+
+    @property
     def checkpointed(self) -> dict[str, dict]:
-        return {"models": {"policy": self.policy, "value": self.value},
-                "optimizers": {"ppo": self.optimizer}, "schedulers": {"ppo": self.scheduler}}
+        models = {"policy": self.policy} | ({} if self.shared else {"value": self.value})
+        return {"models": models, "optimizers": {"ppo": self.optimizer},
+                "schedulers": {"ppo": self.scheduler}}
+
+
+def final_models(ppo: PPOSession) -> dict[str, Any]:
+    """The folders a run ends with: policy and value, or with a shared backbone the policy's
+    language model alone (its value head stays in the checkpoints)."""
+    if ppo.shared:
+        return {"policy": unwrapped(ppo.policy).lm}
+    return {"policy": ppo.policy, "value": ppo.value}
 
 
 def start_ppo(cfg: PPOConfig) -> PPOSession:
@@ -103,7 +123,12 @@ def start_ppo(cfg: PPOConfig) -> PPOSession:
         learning_rate=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay,
         scheduler=cfg.train.scheduler, warmup_ratio=cfg.train.warmup_ratio,
         total_steps=schedule.iterations * cfg.ppo.ppo_epochs * cfg.ppo.num_minibatches)
-    policy, value, optimizer = run.accelerator.prepare(models.policy, models.value, optimizer)
+    if models.value is models.policy:  # one network: prepared once
+        policy, optimizer = run.accelerator.prepare(models.policy, optimizer)
+        value = policy
+    else:
+        policy, value, optimizer = run.accelerator.prepare(models.policy, models.value,
+                                                           optimizer)
     prepare_frozen_models(run, models)
     ppo = PPOSession(
         cfg=cfg, run=run, models=models, policy=policy, value=value, optimizer=optimizer,
@@ -113,7 +138,8 @@ def start_ppo(cfg: PPOConfig) -> PPOSession:
             clip_range=cfg.ppo.clip_range, value_clip_range=cfg.ppo.value_clip_range,
             vf_coef=cfg.ppo.vf_coef, temperature=cfg.generate.temperature,
             max_grad_norm=cfg.train.max_grad_norm, target_approx_kl=cfg.ppo.target_approx_kl,
-            ratio_threshold=cfg.ppo.ratio_threshold, seed=cfg.run.seed))
+            ratio_threshold=cfg.ppo.ratio_threshold, seed=cfg.run.seed,
+            forward=shared_forward if cfg.model.value == "shared" else separate_forward))
     ppo.state = run.start(**ppo.checkpointed)
     _restore_or_measure(ppo)
     ppo.bar = progress_bar(ppo, "ppo")

@@ -3,6 +3,7 @@ the clipped policy and value losses accumulated over micro-batches."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import torch
 from rlhf.algo.losses import clipped_value_loss, ppo_policy_loss
 from rlhf.algo.masking import masked_mean
 from rlhf.algo.types import Rollout
-from rlhf.rl.forward import response_logprobs, response_values
+from rlhf.rl.forward import response_logprobs, response_logprobs_and_values, response_values
 from rlhf.rl.minibatches import (
     accumulate,
     means,
@@ -21,6 +22,19 @@ from rlhf.rl.minibatches import (
     process_mean,
     trimmed_rows,
 )
+
+
+def separate_forward(policy, value_model, *rows, temperature: float):
+    """(log-probs, entropy, values) of a micro-batch from the policy and a value network of its
+    own: two forward passes."""
+    logprobs, entropy = response_logprobs(policy, *rows, temperature, with_entropy=True)
+    return logprobs, entropy, response_values(value_model, *rows)
+
+
+def shared_forward(policy, value_model, *rows, temperature: float):
+    """The same from a policy with a value head on its backbone (`value_model` is the policy):
+    one forward pass."""
+    return response_logprobs_and_values(policy, *rows, temperature)
 
 
 @dataclass
@@ -40,6 +54,8 @@ class UpdateSettings:
     ratio_threshold: float | None = None
     seed: int = 0
     """Run seed: with the iteration and epoch it keys each epoch's minibatch order."""
+    forward: Callable = separate_forward
+    """`separate_forward`, or `shared_forward` for a value head on the policy's backbone."""
 
 
 RATIO_SKIPPED = "ratio_skipped"
@@ -105,14 +121,12 @@ def _minibatch_step(policy, value_model, optimizer, scheduler, accelerator, roll
         width = response_ids.shape[1]
         with ExitStack() as stack:
             if index < len(micro_batches) - 1:  # all-reduce once per minibatch
-                stack.enter_context(accelerator.no_sync(policy))
-                stack.enter_context(accelerator.no_sync(value_model))
+                for model in {id(m): m for m in (policy, value_model)}.values():
+                    stack.enter_context(accelerator.no_sync(model))
             with accelerator.autocast():
-                logprobs, entropy = response_logprobs(
-                    policy, query_ids, query_mask, response_ids, response_mask,
-                    settings.temperature, with_entropy=True)
-                values = response_values(value_model, query_ids, query_mask, response_ids,
-                                         response_mask)
+                logprobs, entropy, values = settings.forward(
+                    policy, value_model, query_ids, query_mask, response_ids, response_mask,
+                    temperature=settings.temperature)
             policy_loss, policy_stats = ppo_policy_loss(
                 logprobs, rollout.logprobs[micro, :width], advantages[micro, :width],
                 response_mask, settings.clip_range)
