@@ -10,14 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlhf.config import CriticFreeConfig, PPOConfig, RewardConfig, SFTConfig, load_config
+from rlhf.config import CriticFreeConfig, PPOConfig, RewardConfig, load_config
+from rlhf.config.docs import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 DEMO_CONFIGS = ROOT / "src" / "rlhf" / "demo_configs"  # package data: `rlhf demo` reads them
-SCHEMAS = {"ppo": PPOConfig, "reward": RewardConfig, "sft": SFTConfig,
-           "critic_free": CriticFreeConfig}
-ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml")) + sorted(DEMO_CONFIGS.glob("*.yaml"))
+SCHEMAS = STAGES  # every stage's config class, by the name of its folder under configs/
+ACCELERATE = CONFIGS / "accelerate"  # accelerate's own launch configs, not stage configs
+ALL_CONFIGS = sorted(path for path in CONFIGS.rglob("*.yaml") if ACCELERATE not in path.parents
+                     ) + sorted(DEMO_CONFIGS.glob("*.yaml"))
 
 
 def label(path: Path) -> str:

@@ -94,3 +94,26 @@ class Rollout:
     """(B,) float: the reward (model or function) score of each truncated response."""
     ended_with_eos: torch.Tensor
     """(B,) bool: the response emitted a stop token before the length limit."""
+
+
+@dataclass(frozen=True)
+class PreferenceStats(_Stats):
+    """Statistics of an offline preference loss (DPO, robust DPO, IPO, SimPO): batch means."""
+
+    loss: torch.Tensor
+    """The loss value (batch mean)."""
+    chosen_reward: torch.Tensor
+    """Mean implicit reward of the chosen responses: beta * (logp - logp_ref) (SimPO: beta *
+    the mean token log-prob)."""
+    rejected_reward: torch.Tensor
+    """The same for the rejected responses."""
+    accuracy: torch.Tensor
+    """Share of pairs whose chosen reward is strictly higher (ties, e.g. policy = reference at
+    the start of training, are wrong)."""
+    margin_mean: torch.Tensor
+    """Mean of chosen reward - rejected reward."""
+    chosen_logprob: torch.Tensor
+    """Mean policy log-prob of the chosen responses as the loss got it (sums over response
+    tokens; SimPO: per-token means)."""
+    rejected_logprob: torch.Tensor
+    """The same for the rejected responses."""

@@ -6,7 +6,7 @@ OmegaConf does not: an unknown key names the closest valid key, and every value 
 the dataclass that owns it (`__post_init__`) before any model is loaded.
 
 `common` holds the sections stages share, `rl` those the RL stages share, one module per stage
-holds the rest (`reward`, `sft`, `ppo`, `critic_free`), and `docs` prints a stage's keys (`rlhf config STAGE`; imported only when it runs).
+holds the rest (`reward`, `sft`, `ppo`, `critic_free`, `dpo`), and `docs` prints a stage's keys (`rlhf config STAGE`; imported only when it runs).
 Imports only the standard library, OmegaConf and rlhf.errors (DESIGN.md dependency rule).
 """
 
@@ -21,6 +21,13 @@ from rlhf.config.critic_free import (
     CriticFreeAlgoConfig,
     CriticFreeConfig,
     GroupGenerateConfig,
+)
+from rlhf.config.dpo import (
+    DPOAlgoConfig,
+    DPOConfig,
+    DPOModelConfig,
+    DPOTrainConfig,
+    PairDataConfig,
 )
 from rlhf.config.loading import BOOLEAN_WORDS, load_config, merge_config, to_yaml
 from rlhf.config.ppo import PPOAlgoConfig, PPOConfig, PPOLoraConfig, PPOModelConfig
@@ -45,11 +52,16 @@ __all__ = [
     "BatchTrainConfig",
     "CriticFreeAlgoConfig",
     "CriticFreeConfig",
+    "DPOAlgoConfig",
+    "DPOConfig",
+    "DPOModelConfig",
+    "DPOTrainConfig",
     "ExampleDataConfig",
     "GenerateConfig",
     "GroupGenerateConfig",
     "LoraConfig",
     "OptimizerConfig",
+    "PairDataConfig",
     "PPOAlgoConfig",
     "PPOConfig",
     "PPOLoraConfig",

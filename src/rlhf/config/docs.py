@@ -24,13 +24,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rlhf.config.critic_free import CriticFreeConfig
+from rlhf.config.dpo import DPOConfig
 from rlhf.config.loading import load_config, merge_config
 from rlhf.config.ppo import PPOConfig
 from rlhf.config.reward import RewardConfig
 from rlhf.config.sft import SFTConfig
 
 STAGES: dict[str, type] = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig,
-                           "critic_free": CriticFreeConfig}
+                           "critic_free": CriticFreeConfig, "dpo": DPOConfig}
 """Stage name (as in `rlhf config STAGE`) -> its top-level config dataclass."""
 
 WIDTH = 96

@@ -43,7 +43,10 @@ from rlhf.report.summaries import (
 )
 
 STAGE_TITLES = {"sft": "Supervised fine-tuning", "reward": "Reward model",
-                "ppo": "PPO", "critic_free": "Critic-free RL", "run": "Run"}
+                "ppo": "PPO", "critic_free": "Critic-free RL", "dpo": "DPO", "run": "Run"}
+SCORED_STAGES = ("reward", "dpo")
+"""Stages whose held-out scores of chosen and rejected responses are drawn as histograms
+(reward-model scores; DPO's implicit rewards)."""
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -88,7 +91,7 @@ def _h3(ids: _Ids, part: str, title: str) -> str:
 
 def stage_section(run: StageRun, ids: _Ids) -> str:
     """One stage's section: summary, curves, stage extras, every metric, config."""
-    scores = read_eval_scores(run.path) if run.stage == "reward" else {}
+    scores = read_eval_scores(run.path) if run.stage in SCORED_STAGES else {}
     images = _curve_images(run.records, stage_panels(run.stage, run.records))
     parts = [f'<h2>{escape(STAGE_TITLES[run.stage])} <span class="folder">'
              f"{escape(run.path.name)}/</span></h2>",

@@ -62,6 +62,17 @@ STAGE_PANELS: dict[str, tuple[Panel, ...]] = {
               "clipped tokens (low: A < 0, high: A > 0)", "clipfrac.png"),
         Panel(("response/length",), "response length (tokens)", "length.png"),
     ),
+    "dpo": (
+        Panel(LOSS, "preference loss", "loss.png"),
+        Panel(("train/accuracy", "eval/accuracy"),
+              "reward accuracy (chosen's implicit reward higher)", "accuracy.png"),
+        Panel(("train/margin_mean", "eval/margin_mean"),
+              "implicit reward margin (chosen - rejected)", "margin.png"),
+        Panel(("eval/chosen_reward", "eval/rejected_reward"),
+              "held-out implicit rewards beta * log(pi / pi_ref)"),
+        Panel(("train/chosen_logprob", "train/rejected_logprob"),
+              "policy log-probs of chosen and rejected responses"),
+    ),
 }
 SCORES_FILE = "scores.png"
 """A reward run's histogram of held-out scores (eval_scores.json), beside its curves."""

@@ -67,7 +67,7 @@ def score_histogram_figure(scores: dict[str, list[float]]):
         for label, values in drawn.items():
             axes.hist(values, bins=bins, alpha=0.55, label=f"{label} (n={len(values)})")
         axes.legend()
-    axes.set_xlabel("reward-model score")
+    axes.set_xlabel("score (reward model; DPO: implicit reward)")
     axes.set_title("held-out scores")
     figure.tight_layout()
     return figure
@@ -92,8 +92,8 @@ def figure_png(figure, dpi: int = 150) -> bytes:
 
 
 def plot_run(run_dir: str | Path, stage: str) -> list[Path]:
-    """The PNG files of a stage's run (panels.STAGE_PANELS with a file, and a reward run's
-    scores.png from eval_scores.json); the paths written."""
+    """The PNG files of a stage's run (panels.STAGE_PANELS with a file, and a reward or DPO
+    run's scores.png from eval_scores.json); the paths written."""
     run_dir = Path(run_dir)
     panels = file_panels(stage)
     if not panels:
@@ -102,7 +102,7 @@ def plot_run(run_dir: str | Path, stage: str) -> list[Path]:
     written = [plot_curves(records, panel.keys, panel.png_title, run_dir / panel.file)
                for panel in panels]
     scores_path = run_dir / "eval_scores.json"
-    if stage == "reward" and scores_path.exists():
+    if stage in ("reward", "dpo") and scores_path.exists():
         scores = json.loads(scores_path.read_text(encoding="utf-8"))
         written.append(plot_score_histogram(scores, run_dir / SCORES_FILE))
     return [path for path in written if path is not None]

@@ -11,7 +11,7 @@ import yaml
 
 from rlhf.errors import UserError
 
-STAGE_ORDER = ("sft", "reward", "ppo", "critic_free", "run")
+STAGE_ORDER = ("sft", "reward", "ppo", "critic_free", "dpo", "run")
 SAMPLING_STAGES = ("ppo", "critic_free")
 """Stages that sample responses from a policy: a score headline and a samples.jsonl section."""
 
@@ -93,15 +93,18 @@ def read_eval_scores(run_dir: Path) -> dict[str, list[float]]:
 
 
 def detect_stage(run_dir: str | Path, records: list[dict] | None = None) -> str:
-    """'critic_free', 'ppo', 'reward', 'sft' or 'run' (generic), from the run's config, files
-    and metrics. Critic-free runs are told apart first: they also write samples.jsonl and
-    policy/, so the PPO test alone would claim them."""
+    """'critic_free', 'dpo', 'ppo', 'reward', 'sft' or 'run' (generic), from the run's config,
+    files and metrics. Critic-free runs are told apart first: they also write samples.jsonl and
+    policy/, so the PPO test alone would claim them; DPO runs before reward runs, whose
+    eval_scores.json they share."""
     run_dir = Path(run_dir)
     records = read_jsonl(run_dir / "metrics.jsonl") if records is None else records
     config = read_config(run_dir)
     keys = {key for record in records for key in record}
     if "algo" in config or any(key.startswith("group/") for key in keys):
         return "critic_free"
+    if "dpo" in config or any(key.endswith("/chosen_reward") for key in keys):
+        return "dpo"
     if ("ppo" in config or (run_dir / "samples.jsonl").is_file()
             or (run_dir / "policy").is_dir() or "objective/score" in keys):
         return "ppo"

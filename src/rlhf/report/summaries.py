@@ -166,6 +166,20 @@ def sft_summary(run: StageRun) -> list[tuple[str, object]]:
     ]
 
 
+def dpo_summary(run: StageRun) -> list[tuple[str, object]]:
+    r, config = run.records, read_config(run.path)
+    settings = config.get("dpo", {})
+    return [
+        ("loss", f"{settings.get('loss', 'dpo')} (beta {settings.get('beta')})"),
+        ("held-out reward accuracy", f"{format_number(_first(r, 'eval/accuracy'))} → "
+                                     f"{format_number(_last(r, 'eval/accuracy'))}"),
+        ("held-out implicit reward margin", _last(r, "eval/margin_mean")),
+        ("final eval loss", _last(r, "eval/loss")),
+        ("optimizer steps", _steps(r)),
+        *_artifacts(run.path),
+    ]
+
+
 def generic_summary(run: StageRun) -> list[tuple[str, object]]:
     return [("logged steps", _steps(run.records)), ("metric lines", len(run.records)),
             *_artifacts(run.path)]
@@ -181,13 +195,15 @@ def stage_summary(run: StageRun, scores: dict[str, list[float]]) -> list[tuple[s
         return critic_free_summary(run)
     if run.stage == "sft":
         return sft_summary(run)
+    if run.stage == "dpo":
+        return dpo_summary(run)
     return generic_summary(run)
 
 
 def headline(run: StageRun) -> str:
     """One line for the pipeline overview (already HTML)."""
     r = run.records
-    if run.stage == "reward" and _last(r, "eval/accuracy") is not None:
+    if run.stage in ("reward", "dpo") and _last(r, "eval/accuracy") is not None:
         return f"held-out accuracy {format_number(_last(r, 'eval/accuracy'))}"
     if run.stage in SAMPLING_STAGES and _first(r, "objective/score") is not None:
         return (f"score {format_number(_first(r, 'objective/score'))} → "

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf.algo.logprobs import token_logprobs
 from rlhf.algo.sft import sft_loss
 from rlhf.config import SFTConfig
 from rlhf.data.sft import TokenizedSFT, collate_sft, load_sft, loss_tokens, tokenize_sft
@@ -23,11 +22,11 @@ from rlhf.engine.optim import (
     optimizer_step,
 )
 from rlhf.engine.run import Run
+from rlhf.engine.sequences import next_token_logprobs
 from rlhf.engine.supervised import SupervisedTask, start_training, train_supervised
 from rlhf.models import (
     check_fits_positions,
     load_policy,
-    position_ids_from_mask,
 )
 from rlhf.saving import save_trained
 from rlhf.trainable import ready_to_train
@@ -57,22 +56,6 @@ def prepare_sft_data(cfg: SFTConfig, tokenizer) -> SFTDataSplits:
         counts |= {f"{name}_prompt_truncated": tok.prompt_truncated,
                    f"{name}_response_truncated": tok.response_truncated}
     return SFTDataSplits(train=train_tok, test=test_tok, counts=counts)
-
-
-def next_token_logprobs(model, inputs: dict[str, torch.Tensor],
-                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T - 1) log p(token_t | tokens_<t) and the matching (B, T - 1) response mask.
-
-    The logits at position t - 1 predict token t. Position ids come from the attention mask
-    (right padding, so they are 0..n-1 on real tokens either way; explicit for any layout).
-    """
-    input_ids = inputs["input_ids"].to(device)  # (B, T)
-    attention_mask = inputs["attention_mask"].to(device)  # (B, T)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask.long(),
-                   position_ids=position_ids_from_mask(attention_mask),
-                   use_cache=False).logits  # (B, T, V)
-    logprobs = token_logprobs(logits[:, :-1], input_ids[:, 1:])  # (B, T - 1)
-    return logprobs, inputs["response_mask"][:, 1:].to(device)
 
 
 def sft_update(model, optimizer, scheduler, accelerator, data: TokenizedSFT, batch: list[int],

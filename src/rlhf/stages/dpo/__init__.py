@@ -1,0 +1,1 @@
+"""Offline preference optimisation: DPO, robust DPO, IPO and SimPO (`train.train_dpo`)."""
