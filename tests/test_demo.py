@@ -18,7 +18,7 @@ def test_reduced_demo_shows_what_the_demo_must_show(tmp_path: Path) -> None:
     assert result.score_gain_in_std >= MIN_SCORE_GAIN_IN_STD
     assert result.kl_mean < result.kl_target
     html = result.report.read_text(encoding="utf-8")
-    for section in ('id="sft"', 'id="reward"', 'id="ppo"'):
+    for section in ('id="sft"', 'id="reward"', 'id="ppo"', 'id="dpo"', 'id="before-after-dpo"'):
         assert section in html
     images = re.findall(r'data:image/png;base64,([A-Za-z0-9+/=]+)', html)
     assert images and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)

@@ -8,7 +8,9 @@ continuations) on the package's own synthetic data and built-in tiny models:
 2. SFT: a tiny GPT-2-style policy learns to continue scenes in plain English;
 3. reward model: a tiny RoBERTa-style encoder learns vivid > plain (held-out accuracy);
 4. PPO: the policy is tuned against that reward model (it reads text with its own tokenizer);
-5. report: the same fixed prompts answered before and after PPO, scored, and `report.html`.
+5. DPO: the same SFT policy is optimised directly on the preference pairs instead;
+6. report: the same held-out prompts answered by the SFT, PPO and DPO policies, scored by the
+   reward model, with each one's KL to the SFT policy, and `report.html`.
 
 Every stage is an ordinary config in `rlhf/demo_configs/` (package data, so the demo runs from
 an installed package); the demo only points each stage at the
@@ -22,7 +24,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf.config import PPOConfig, RewardConfig, SFTConfig, load_config
+from rlhf.config import DPOConfig, PPOConfig, RewardConfig, SFTConfig, load_config
 from rlhf.data.prompts import load_prompts
 from rlhf.data.synthetic import descriptiveness_pairs
 from rlhf.errors import UserError
@@ -31,18 +33,20 @@ from rlhf.report import report_run, write_report
 from rlhf.reward.scorers import RewardModelScorer
 from rlhf.rl.compare import compare_policies
 from rlhf.rl.generation import stop_token_ids
+from rlhf.stages.dpo.train import train_dpo
 from rlhf.stages.ppo.train import train_ppo
 from rlhf.stages.reward import train_reward
 from rlhf.stages.sft import train_sft
 
 CONFIG_DIR = Path(__file__).resolve().parent / "demo_configs"  # package data
-STAGES = ("sft", "reward", "ppo")
+STAGES = ("sft", "reward", "ppo", "dpo")
 
 # Smaller sizes for CI: the same code path, a fraction of the work.
 QUICK_OVERRIDES = {
     "sft": ["train.epochs=1", "data.max_samples=1200"],
     "reward": ["data.max_samples=600"],
     "ppo": ["ppo.total_episodes=640"],
+    "dpo": ["data.max_samples=400"],
 }
 
 # What the demo must show (checked and printed at the end).
@@ -76,7 +80,7 @@ class DemoResult:
 
 
 def _header(step: int, text: str) -> None:
-    print(f"\n=== [{step}/5] {text} ===", flush=True)
+    print(f"\n=== [{step}/6] {text} ===", flush=True)
 
 
 def stage_config(stage: str, output_dir: Path, quick: bool, extra: list[str]):
@@ -86,7 +90,7 @@ def stage_config(stage: str, output_dir: Path, quick: bool, extra: list[str]):
     if not path.is_file():
         raise UserError(f"demo config {path} not found: the installed package is incomplete; "
                         "reinstall rlhf")
-    schema = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig}[stage]
+    schema = {"sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig}[stage]
     overrides = [f"run.output_dir={output_dir / stage}", *extra]
     return load_config(schema, path, overrides + (QUICK_OVERRIDES[stage] if quick else []))
 
@@ -109,7 +113,11 @@ def run_demo(output_dir: str | Path, *, quick: bool = False) -> DemoResult:
         f"model.reward={output_dir / 'reward' / 'model'}"])
     train_ppo(ppo_cfg)
     report_run(output_dir / "ppo")
-    _header(5, "before and after PPO, and the report")
+    _header(5, "DPO: optimise the same SFT policy directly on the preference pairs")
+    train_dpo(stage_config("dpo", output_dir, quick,
+                           [f"model.name_or_path={output_dir / 'sft' / 'model'}"]))
+    report_run(output_dir / "dpo")
+    _header(6, "SFT, PPO and DPO on held-out prompts, and the report")
     comparison = _before_after(output_dir, ppo_cfg)
     report = write_report(output_dir)
     result = DemoResult(reward_accuracy=reward_metrics["eval/accuracy"],
@@ -143,30 +151,39 @@ def _write_sft_data(output_dir: Path) -> Path:
 
 
 def _before_after(output_dir: Path, cfg) -> dict[str, float]:
-    """Answer the same held-out prompts with the SFT policy and the PPO policy; score both."""
+    """Answer the same held-out prompts with the SFT policy and with the PPO and DPO policies
+    (same sampling seed), score all with the reward model, and measure each one's KL to SFT."""
 
     reference, tokenizer = load_policy(str(output_dir / "sft" / "model"))
-    policy, _ = load_policy(str(output_dir / "ppo" / "policy"))
     scorer = RewardModelScorer.from_pretrained(str(output_dir / "reward" / "model"))
     prompts, prompt_ids = load_prompts(
         cfg.data.path, split="test", template=cfg.data.template, tokenizer=tokenizer,
         max_prompt_tokens=cfg.data.max_prompt_tokens, max_samples=EVAL_PROMPTS, seed=1)
-    comparison = compare_policies(
-        policy.eval(), reference.eval(), tokenizer, scorer, prompt_ids, prompts.prompts,
-        max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
-        stop_token_ids=stop_token_ids(tokenizer, cfg.generate.stop_token), seed=cfg.run.seed)
-    rows = [{"prompt": p, "before": b, "before_score": bs, "after": a, "after_score": a_s}
-            for p, b, bs, a, a_s in zip(
-                comparison.prompts, comparison.reference_responses,
-                comparison.reference_scores.tolist(), comparison.policy_responses,
-                comparison.policy_scores.tolist(), strict=True)]
+    compared = {}
+    folders = {"ppo": output_dir / "ppo" / "policy", "dpo": output_dir / "dpo" / "model"}
+    for name, folder in folders.items():
+        policy, _ = load_policy(str(folder))
+        compared[name] = compare_policies(
+            policy.eval(), reference.eval(), tokenizer, scorer, prompt_ids, prompts.prompts,
+            max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
+            stop_token_ids=stop_token_ids(tokenizer, cfg.generate.stop_token),
+            seed=cfg.run.seed)
+    ppo, dpo = compared["ppo"], compared["dpo"]
+    rows = [{"prompt": p, "before": b, "before_score": bs, "after": a, "after_score": a_s,
+             "dpo": d, "dpo_score": d_s}
+            for p, b, bs, a, a_s, d, d_s in zip(
+                ppo.prompts, ppo.reference_responses, ppo.reference_scores.tolist(),
+                ppo.policy_responses, ppo.policy_scores.tolist(), dpo.policy_responses,
+                dpo.policy_scores.tolist(), strict=True)]
     with open(output_dir / "before_after.jsonl", "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    summary = comparison.summary()
+    summary = ppo.summary() | {f"dpo_{key}": value for key, value in dpo.summary().items()
+                               if not key.startswith("reference_")}
     (output_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     for row in rows[:3]:
-        print(f"\nprompt: {row['prompt']}\n  before ({row['before_score']:+.2f}): "
-              f"{row['before']}\n  after  ({row['after_score']:+.2f}): {row['after']}")
+        print(f"\nprompt: {row['prompt']}\n  SFT ({row['before_score']:+.2f}): {row['before']}"
+              f"\n  PPO ({row['after_score']:+.2f}): {row['after']}"
+              f"\n  DPO ({row['dpo_score']:+.2f}): {row['dpo']}")
     return summary
 
 
@@ -177,4 +194,7 @@ def _print_result(result: DemoResult, comparison: dict[str, float]) -> None:
     print(f"PPO score gain on held-out prompts: {comparison['score_gain']:+.3f} = "
           f"{result.score_gain_in_std:.2f} reference std (needs >= {MIN_SCORE_GAIN_IN_STD})")
     print(f"mean KL to the SFT policy: {result.kl_mean:.2f} nats (target {result.kl_target})")
+    print(f"DPO, the same prompts: score gain {comparison['dpo_score_gain']:+.3f} = "
+          f"{comparison['dpo_score_gain_in_reference_std']:.2f} reference std, mean KL to the "
+          f"SFT policy {comparison['dpo_kl_mean']:.2f} nats")
     print(f"report: {result.report.resolve()}", flush=True)

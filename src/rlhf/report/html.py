@@ -136,10 +136,14 @@ def comparison_section(root: Path) -> str:
     summary = read_demo_summary(root)
     table = kv_table([(key.replace("_", " "), value) for key, value in summary.items()]
                      if isinstance(summary, dict) else [])
-    return ('<section id="before-after" class="stage"><h2>Held-out prompts before and after '
-            f'PPO</h2><h3 id="before-after-summary">Summary</h3>{table}'
-            '<h3 id="before-after-samples">Answers</h3>'
-            + samples_table(before_after_pairs(rows), "before PPO", "after PPO") + "</section>")
+    parts = ['<section id="before-after" class="stage"><h2>Held-out prompts: the SFT policy '
+             f'and the tuned ones</h2><h3 id="before-after-summary">Summary</h3>{table}',
+             '<h3 id="before-after-samples">Answers: SFT and PPO</h3>',
+             samples_table(before_after_pairs(rows), "SFT (before)", "after PPO")]
+    if any("dpo" in row for row in rows):
+        parts += ['<h3 id="before-after-dpo">Answers: SFT and DPO</h3>',
+                  samples_table(before_after_pairs(rows, "dpo"), "SFT (before)", "after DPO")]
+    return "".join(parts) + "</section>"
 
 
 def build_report_html(run_dir: str | Path) -> str:

@@ -42,11 +42,12 @@ def sample_pairs(rows: list[dict]) -> tuple[int, int, list[SamplePair]]:
     return first, last, pairs
 
 
-def before_after_pairs(rows: list[dict]) -> list[SamplePair]:
-    """The demo's before_after.jsonl rows (prompt, before, before_score, after, after_score)."""
+def before_after_pairs(rows: list[dict], after: str = "after") -> list[SamplePair]:
+    """The demo's before_after.jsonl rows (prompt, before, before_score, after, after_score,
+    and the DPO policy's dpo, dpo_score): before against the `after` column."""
     return [SamplePair(str(row.get("prompt", "")),
                        {"response": row.get("before", ""), "score": row.get("before_score")},
-                       {"response": row.get("after", ""), "score": row.get("after_score")})
+                       {"response": row.get(after, ""), "score": row.get(f"{after}_score")})
             for row in rows]
 
 
