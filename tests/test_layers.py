@@ -19,7 +19,7 @@ LAYERS = [
     {"errors"},
     {"algo", "config", "seeding"},
     {"data"},
-    {"builtin_models", "adapters"},
+    {"builtin_models", "adapters", "planning"},
     {"models", "saving", "trainable"},
     {"engine", "reward", "value_models"},
     {"rl"},

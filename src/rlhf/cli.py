@@ -93,6 +93,16 @@ def _train_critic_free(args: argparse.Namespace) -> None:
     _report_finished(config.run.output_dir)
 
 
+def _train_dpo(args: argparse.Namespace) -> None:
+    from rlhf.config import DPOConfig, load_config
+
+    config = load_config(DPOConfig, args.config, args.overrides)
+    from rlhf.stages.dpo.train import train_dpo
+
+    train_dpo(config)
+    _report_finished(config.run.output_dir)
+
+
 def _report_finished(run_dir: str) -> None:
     """Plots and report.html of the stage that just finished, written by the main process
     (a stage itself draws nothing)."""
@@ -108,6 +118,13 @@ def _config(args: argparse.Namespace) -> None:
     from rlhf.config.docs import describe_stage
 
     print(describe_stage(args.stage, args.config, args.overrides), end="")
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from rlhf.planning import plan_report
+
+    print(plan_report(args.config, args.overrides, stage=args.stage, memory=args.memory,
+                      device=args.device, num_processes=args.processes), end="")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -189,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlhf", description=(
         "Reinforcement Learning from Human Feedback on Hugging Face models."),
         epilog="Every config key of a training stage, with its default: rlhf config "
-        "{sft,reward,ppo,critic_free}")
+        "{sft,reward,ppo,critic_free,dpo}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
     _add_training(commands, "sft", _train_sft, "supervised fine-tuning of a causal LM on "
@@ -200,11 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(commands, "critic_free", _train_critic_free, "fine-tune a policy against a "
                   "reward without a value model: RLOO, GRPO (Dr. GRPO, DAPO, GSPO options), "
                   "REINFORCE++ or REINFORCE")
+    _add_training(commands, "dpo", _train_dpo, "optimise a policy directly on preference pairs "
+                  "against a fixed reference: DPO, robust DPO, IPO or SimPO")
     _add_generate(commands)
     _add_demo(commands)
     _add_score(commands)
     _add_report(commands)
     _add_config(commands)
+    _add_plan(commands)
     return parser
 
 
@@ -277,8 +297,24 @@ def _add_config(commands) -> None:
     config.set_defaults(handler=_config, loads_models=False)
 
 
+def _add_plan(commands) -> None:
+    plan = commands.add_parser(
+        "plan", help="predict a run's peak memory per model and what makes it fit a budget",
+        description="Predict a run's peak memory per model and in total from its config, "
+        "without loading weights; with --memory, the options that make it fit.",
+        epilog="e.g.  rlhf plan --config configs/ppo/tiny.yaml --memory 24GB")
+    _add_config_source(plan, "STAGE")
+    plan.add_argument("--stage", choices=list(STAGE_COMMANDS), type=_stage_name,
+                      help="the training stage (default: found from the config's keys)")
+    plan.add_argument("--memory", metavar="SIZE", help="memory per process, e.g. 24GB or 80GiB")
+    plan.add_argument("--device", choices=["cpu", "cuda"],
+                      help="where the run trains (default: this machine's GPU if it has one)")
+    plan.add_argument("--processes", type=_positive_int, default=1, help="processes of the run")
+    plan.set_defaults(handler=_plan)
+
+
 STAGE_COMMANDS = {"sft": "train-sft", "reward": "train-reward", "ppo": "train-ppo",
-                  "critic_free": "train-critic-free"}
+                  "critic_free": "train-critic-free", "dpo": "train-dpo"}
 
 
 def _add_training(commands, stage: str, handler, summary: str) -> None:
