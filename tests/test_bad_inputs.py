@@ -354,8 +354,8 @@ CASES = [
         id="report-missing-folder"),
     pytest.param(lambda ws: ["report", str((ws.tmp / "empty").mkdir() or ws.tmp / "empty")],
         ["empty", "metrics.jsonl"], id="report-no-run"),
-    pytest.param(lambda ws: ["train-dpo", "--config", "x.yaml"],
-        ["invalid choice", "'train-dpo'", "--help"], id="cli-unknown-subcommand"),
+    pytest.param(lambda ws: ["train-kto", "--config", "x.yaml"],
+        ["invalid choice", "'train-kto'", "--help"], id="cli-unknown-subcommand"),
     # --config is optional (overrides may give every required key); what is missing is named.
     pytest.param(lambda ws: ["train-reward"], ["data.path", "required", "--config"],
         id="cli-missing-required-key"),
