@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast demo bench bench-trl lint clean
+.PHONY: setup test test-fast test-extended demo bench bench-trl lint clean
 
 $(BIN)/rlhf: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ setup: $(BIN)/rlhf
 
 # Fast unit tests first, then the end-to-end runs on tiny models.
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
-	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "not slow and not extended" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "slow and not extended" -p no:cacheprovider
+
+# Checks kept out of `make test` for its 15-minute budget (e.g. FSDP2 PPO against one process).
+test-extended: setup
+	$(BIN)/python -m pytest -q -m extended -p no:cacheprovider
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider

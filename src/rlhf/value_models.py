@@ -80,5 +80,17 @@ class PolicyWithValueHead(nn.Module):
     def config(self):
         return self.lm.config
 
+    @property
+    def _no_split_modules(self):
+        """The LM's transformer blocks: FSDP's transformer-based auto wrap shards by them."""
+        return getattr(self.lm, "_no_split_modules", None)
+
+    def tie_weights(self) -> None:
+        """Tie the LM's embeddings again: accelerate's FSDP2 loading (cpu_ram_efficient_loading)
+        moves the model to the meta device, which unties them, and calls this to undo it;
+        without it GPT-2's input and output embeddings would train as two matrices."""
+        if hasattr(self.lm, "tie_weights"):
+            self.lm.tie_weights()
+
     def forward(self, **inputs):
         return self.lm(**inputs)

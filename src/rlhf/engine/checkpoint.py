@@ -6,6 +6,13 @@ the fp16 loss scale, the trainer state (step, data position, KL controller, ...)
 every process's RNG states. It is written under a temporary name
 and renamed into place, so resume never sees a half-written one. Nothing is ever unpickled:
 weights load from safetensors and optimizer state with `torch.load(weights_only=True)`.
+
+Under FSDP2 (`engine.engines`) the trained model and its optimizer state are split over the
+processes; they go through accelerate's FSDP checkpoint functions instead (`<name>-fsdp/` and
+`optimizer-<name>-fsdp/`): with FULL_STATE_DICT, the only kind rlhf accepts, every process
+takes part in gathering them and the main process writes them with torch.save, read back with
+weights_only=True and scattered again, exactly. The state file names the engine, and a
+checkpoint is resumed only under the kind of engine that wrote it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import (
+    load_fsdp_model,
+    load_fsdp_optimizer,
+    save_fsdp_model,
+    save_fsdp_optimizer,
+)
 from safetensors.torch import load_file, load_model, save_file, save_model
+
+from rlhf.engine.engines import engine_of, is_sharded
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -72,6 +87,9 @@ def write_checkpoint(output_dir: Path, state: TrainingState, models: dict[str, t
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     _save_rng(tmp / f"rng-{accelerator.process_index}.safetensors")
+    if is_sharded(accelerator):  # every process takes part
+        _save_sharded(tmp, models, optimizers, accelerator)
+        models, optimizers = {}, {}
     if main:
         _write_state(tmp, state, models, optimizers, schedulers, accelerator)
     accelerator.wait_for_everyone()
@@ -106,7 +124,43 @@ def _write_state(folder: Path, state: TrainingState, models, optimizers, schedul
         torch.save(scheduler.state_dict(), folder / f"scheduler-{name}.pt")
     if accelerator.scaler is not None:  # fp16 loss scale: part of exact resume
         torch.save(accelerator.scaler.state_dict(), folder / SCALER_FILE)
-    _write_json(folder / STATE_FILE, vars(state) | {"python_rng": _python_rng()})
+    _write_json(folder / STATE_FILE, vars(state) | {"python_rng": _python_rng(),
+                                                     "engine": engine_of(accelerator)})
+
+
+def _save_sharded(folder: Path, models, optimizers, accelerator) -> None:
+    """FSDP2: the trained model and its optimizer through accelerate's FSDP functions."""
+    plugin, model = accelerator.state.fsdp_plugin, _only(models)
+    for name, each in models.items():
+        save_fsdp_model(plugin, accelerator, each, folder / f"{name}-fsdp")
+    for name, optimizer in optimizers.items():
+        save_fsdp_optimizer(plugin, accelerator, optimizer, model, folder / f"optimizer-{name}-fsdp")
+
+
+def _load_sharded(folder: Path, models, optimizers, accelerator) -> None:
+    plugin, model = accelerator.state.fsdp_plugin, _only(models)
+    for name, each in models.items():
+        load_fsdp_model(plugin, accelerator, each, folder / f"{name}-fsdp")
+    for name, optimizer in optimizers.items():
+        load_fsdp_optimizer(plugin, accelerator, optimizer, model, folder / f"optimizer-{name}-fsdp")
+
+
+def _only(models: dict[str, torch.nn.Module]) -> torch.nn.Module:
+    """The one trained model an FSDP2 run has (`engines.check_engine` refuses two)."""
+    if len(models) != 1:
+        raise RuntimeError(f"FSDP2 checkpoints hold one trained model, not {sorted(models)}")
+    return next(iter(models.values()))
+
+
+def checkpoint_engine(path: Path) -> str | None:
+    """The engine that wrote a checkpoint (one from before engines were recorded was written
+    with every model whole on each process: one process or DDP); None when the state file
+    cannot be read (`read_checkpoint` then says so)."""
+    try:
+        saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved.get("engine", "ddp") if isinstance(saved, dict) else None
 
 
 def read_checkpoint(path: Path, rng_file: Path, models, optimizers, schedulers, *,
@@ -117,6 +171,9 @@ def read_checkpoint(path: Path, rng_file: Path, models, optimizers, schedulers, 
     Weights come from safetensors and optimizer state through torch.load(weights_only=True),
     which refuses anything but tensors and plain containers: a crafted pickle cannot run code.
     """
+    if is_sharded(accelerator):  # every process takes part
+        _load_sharded(path, models, optimizers, accelerator)
+        models, optimizers = {}, {}
     for name, model in models.items():
         load_weights(accelerator.unwrap_model(model), path / f"{name}.safetensors")
     for name, optimizer in optimizers.items():
@@ -127,6 +184,7 @@ def read_checkpoint(path: Path, rng_file: Path, models, optimizers, schedulers, 
     if accelerator.scaler is not None and (path / SCALER_FILE).is_file():
         accelerator.scaler.load_state_dict(torch.load(path / SCALER_FILE, weights_only=True))
     saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    saved.pop("engine", None)
     _restore_rng(rng_file, saved.pop("python_rng"))
     return saved
 

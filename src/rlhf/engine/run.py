@@ -23,10 +23,20 @@ from safetensors import SafetensorError
 from rlhf.config import RunConfig, to_yaml
 from rlhf.engine.checkpoint import (
     TrainingState,
+    checkpoint_engine,
     crash_point,
     list_checkpoints,
     read_checkpoint,
     write_checkpoint,
+)
+from rlhf.engine.engines import (
+    check_engine,
+    check_requested_engine,
+    engine_of,
+    is_sharded,
+    keep_float32_parameters,
+    materialise_from_main,
+    whole_while_sampling,
 )
 from rlhf.engine.sinks import check_sinks_installed, make_trackers, start_trackers
 from rlhf.errors import NonFiniteError, StoppedBySignal, UserError, first_line
@@ -60,6 +70,7 @@ class Run:
         # settings (a notebook running a bf16 stage after an fp32 one); each run sets its own.
         # The process group (PartialState) is kept.
         AcceleratorState._reset_state()
+        check_requested_engine()
         self.accelerator = Accelerator(
             cpu=_distributed_without_gpu(),
             mixed_precision=resolve_mixed_precision(run_config.mixed_precision),
@@ -69,12 +80,15 @@ class Run:
         if self.accelerator.mixed_precision == "fp16" and not self.accelerator.native_amp:
             raise UserError("run.mixed_precision=fp16 needs a GPU: on this device accelerate "
                             "would silently train in float32; use bf16 or no")
+        check_engine(self.accelerator, stage=stage, config=config)
+        keep_float32_parameters(self.accelerator)
         # Each process seeds every stream with seed + rank (rlhf.seeding).
         set_seed(run_config.seed + self.accelerator.process_index)
         self.stage = stage
         self.metrics_path = self.output_dir / "metrics.jsonl"
         self._logged: set[tuple[int, tuple[str, ...]]] = set()
         self._stop_signal: int | None = None
+        self._trained: list[torch.nn.Module] = []
         self._previous_handlers: dict[int, Any] = {}
         if list_checkpoints(self.output_dir) and not self.config.resume:
             raise UserError(f"run directory {self.output_dir} already has checkpoints; pass "
@@ -99,9 +113,20 @@ class Run:
         A reference left in float32 beside a bf16-autocast policy made KL(policy || reference)
         at the first iteration, where the two are equal, range from -0.18 to +0.40 nats per
         sequence at GPT-2 scale instead of 0.
+
+        Under FSDP it stays whole on every process (`engines.materialise_from_main` fills in
+        the processes where loading left it on the meta device), and is put on the device
+        here: accelerate leaves placement under FSDP to the sharding, which it skips.
         """
         model.eval().requires_grad_(False)
-        return self.accelerator.prepare_model(model, evaluation_mode=True)
+        model = materialise_from_main(model, self.accelerator)
+        return self.accelerator.prepare_model(model, device_placement=True, evaluation_mode=True)
+
+    def trained_models_whole(self):
+        """A context for a rollout: under FSDP2 the trained models' weights are gathered for
+        its duration, so processes may take different numbers of sampling steps
+        (`engines.whole_while_sampling`); elsewhere it does nothing."""
+        return whole_while_sampling(self.accelerator, self._trained)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -119,6 +144,7 @@ class Run:
         if self.config.report_to:
             start_trackers(self.accelerator, self.full_config)
         self.accelerator.wait_for_everyone()
+        self._trained = list(models.values())
         state = self.load_latest(models, optimizers, schedulers) or TrainingState()
         self._install_signal_handlers()
         return state
@@ -249,6 +275,7 @@ class Run:
             self._truncate_logs(-1)  # a run killed before its first checkpoint starts over
             return None
         step, path = checkpoints[-1]
+        self._check_same_engine(path)
         rng_file = path / f"rng-{self.accelerator.process_index}.safetensors"
         if not rng_file.is_file():
             raise UserError(f"{path} was written by a run with a different number of "
@@ -264,6 +291,14 @@ class Run:
         if self.is_main:
             print(f"[rlhf] resumed from {path}", flush=True)
         return TrainingState(**saved)
+
+    def _check_same_engine(self, path: Path) -> None:
+        """A checkpoint holds its weights whole (one process, DDP) or in FSDP2's form; it is
+        resumed under the same kind of engine."""
+        written, now = checkpoint_engine(path), engine_of(self.accelerator)
+        if written is not None and (written == "fsdp2") != is_sharded(self.accelerator):
+            raise UserError(f"{path} was written under {written} and this run uses {now}; "
+                            "resume with the launcher and accelerate config that wrote it")
 
     def _truncate_logs(self, step: int) -> None:
         """Drop log lines written after the checkpoint (and a line cut short by a kill), so

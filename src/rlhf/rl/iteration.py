@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from rlhf.algo.types import Rollout
 from rlhf.engine.checkpoint import TrainingState
+from rlhf.engine.engines import full_state_dict
 from rlhf.engine.run import Run
 from rlhf.rl.rollout import Texts
 from rlhf.rl.schedule import IterationSchedule
@@ -114,11 +115,14 @@ def run_to_the_end(session: RLSession, iteration, **saved) -> dict[str, float]:
 
 def save_models(run: Run, tokenizer, *, merge: bool = True, **models) -> None:
     """Each model as a save_pretrained folder named by its keyword (policy=..., value=...);
-    a LoRA model also as `<name>-adapter` (and without the merged folder when not `merge`)."""
-    if run.is_main:
-        written = []
-        for name, model in models.items():
+    a LoRA model also as `<name>-adapter` (and without the merged folder when not `merge`).
+    Every process calls it: a sharded model's weights are gathered first (FSDP2)."""
+    written = []
+    for name, model in models.items():
+        state_dict = full_state_dict(run.accelerator, model)  # collective; None unless sharded
+        if run.is_main:
             written += save_trained(run.accelerator.unwrap_model(model), tokenizer,
-                                    run.output_dir / name, merge=merge)
+                                    run.output_dir / name, merge=merge, state_dict=state_dict)
+    if run.is_main:
         print(f"[rlhf] saved {', '.join(map(str, written))}", flush=True)
     run.accelerator.wait_for_everyone()

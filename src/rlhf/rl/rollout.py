@@ -180,7 +180,7 @@ def collect_in_chunks(run, models, policy, value_model, prompt_ids: list[list[in
     parts, texts = [], Texts(prompts=[], responses=[])
     for start in range(0, len(query_ids), chunk):
         rows = slice(start, start + chunk)
-        with run.accelerator.autocast():
+        with run.accelerator.autocast(), run.trained_models_whole():
             rollout, part_texts = collect_rollout(
                 policy, models.reference, value_model, models.scorer, query_ids=query_ids[rows],
                 query_mask=query_mask[rows], score_prompts=score_prompts[rows],
