@@ -2,13 +2,19 @@
 
 Reward model: rlhf's `reward_update` against the newest `trl.RewardTrainer`. PPO: rlhf's
 `train_ppo` against `trl.experimental.ppo.PPOTrainer` of trl 1.12.0 (the last release with
-it). TRL is never a dependency of rlhf: it lives in its own virtual environments,
-benchmarks/.venv-trl-reward and benchmarks/.venv-trl-ppo, each pinned to the main venv's torch,
-transformers, accelerate, datasets and tokenizers.
+it). Two more PPO comparisons run when named with --only: `ppo-lora` (rlhf with LoRA against
+trl 1.12's PPOTrainer with the same peft LoraConfig) and `ppo-value-head` (rlhf's shared-trunk
+value head, model.value=shared, against trl 0.11.4's PPOTrainer with its
+AutoModelForCausalLMWithValueHead). TRL is never a dependency of rlhf: it lives in its own
+virtual environments, benchmarks/.venv-trl-reward and benchmarks/.venv-trl-ppo, each pinned to
+the main venv's torch, transformers, accelerate, datasets and tokenizers (and peft), and
+benchmarks/.venv-trl-011 (trl 0.11.4 needs transformers 4.x: the main venv's torch and numpy,
+transformers 4.46 and the libraries of its time).
 
     .venv/bin/python benchmarks/compare_trl.py --setup   # create the TRL venvs (idempotent)
     .venv/bin/python benchmarks/compare_trl.py           # the comparison (~1 h, 2 CPUs)
     .venv/bin/python benchmarks/compare_trl.py --quick   # tiny sizes, one repeat (smoke test)
+    .venv/bin/python benchmarks/compare_trl.py --only ppo-lora ppo-value-head   # ~35 min
 
 Same workload on both sides: the model folders are built once here (fixed seed, random
 weights) and loaded by both; the reward data is tokenised once here (rlhf's sentence-pair
@@ -43,11 +49,24 @@ GPT2 = SHARED / "gpt2-tokenizer"
 HH = SHARED / "hh-rlhf-harmless-base-test" / "test.jsonl.gz"
 DOLLY = SHARED / "dolly-15k-prompts-oneill"
 MAIN_PYTHON = Path(sys.executable)
-VENVS = {"reward": HERE / ".venv-trl-reward", "ppo": HERE / ".venv-trl-ppo"}
-TRL_VERSIONS = {"reward": "1.16.0", "ppo": "1.12.0"}
+VENVS = {"reward": HERE / ".venv-trl-reward", "ppo": HERE / ".venv-trl-ppo",
+         "trl011": HERE / ".venv-trl-011"}
+TRL_VERSIONS = {"reward": "1.16.0", "ppo": "1.12.0", "trl011": "0.11.4"}
 # Pinned to what the main venv has, so both sides run the same torch, kernels and tokenizers.
 PINNED = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "safetensors",
           "huggingface_hub", "numpy")
+# What each venv takes from the main venv (the others get their own pins below).
+SHARED_PINS = {"reward": PINNED, "ppo": PINNED + ("peft",), "trl011": ("torch", "numpy")}
+# trl 0.11.4 (the seed's stack, the last release with the value-head PPOTrainer) predates
+# transformers 5: it runs on the 4.46 line and the libraries of its time, with the main venv's
+# CPU torch; trl 0.11.4 imports rich without declaring it.
+OWN_PINS = {"trl011": ("transformers==4.46.3", "tokenizers==0.20.3", "accelerate==1.0.1",
+                       "datasets==3.1.0", "huggingface_hub==0.26.5", "safetensors==0.4.5",
+                       "tyro==0.8.14", "rich==13.9.4")}
+# What each worker imports, checked once the venv is made (trl imports lazily).
+TRAINERS = {"reward": "from trl import RewardTrainer",
+            "ppo": "from trl.experimental.ppo import PPOTrainer; import peft",
+            "trl011": "from trl import PPOTrainer, AutoModelForCausalLMWithValueHead"}
 RESULT_PREFIX = "RESULT "
 
 REWARD_SIZES = {  # RobertaConfig keywords
@@ -67,9 +86,11 @@ PPO_SIZES = {  # GPT2Config keywords
 
 def pinned_requirements(kind: str) -> list[str]:
     """trl plus the main venv's versions of the packages both sides share."""
-    versions = {name: importlib.metadata.version(name) for name in PINNED}
+    versions = {name: importlib.metadata.version(name) for name in SHARED_PINS[kind]}
     versions["torch"] = versions["torch"].split("+")[0]  # the local CPU wheel satisfies it
-    return [f"trl=={TRL_VERSIONS[kind]}"] + [f"{name}=={versions[name]}" for name in PINNED]
+    return ([f"trl=={TRL_VERSIONS[kind]}"]
+            + [f"{name}=={versions[name]}" for name in SHARED_PINS[kind]]
+            + list(OWN_PINS.get(kind, ())))
 
 
 def setup(kind: str) -> None:
@@ -88,8 +109,9 @@ def setup(kind: str) -> None:
     torch_pin = next(r for r in requirements if r.startswith("torch=="))
     subprocess.run(pip + [torch_pin], check=True)  # torch first: the CPU build, never CUDA
     subprocess.run(pip + requirements, check=True)
-    check = subprocess.run([str(python), "-c", "import torch, trl; print(torch.__version__, "
-                            "trl.__version__)"], check=True, capture_output=True, text=True)
+    check = subprocess.run([str(python), "-c", f"import torch, trl; {TRAINERS[kind]}; "
+                            "print(torch.__version__, trl.__version__)"],
+                           check=True, capture_output=True, text=True)
     torch_version, trl_version = check.stdout.split()
     main_torch = importlib.metadata.version("torch")
     if torch_version != main_torch or trl_version != TRL_VERSIONS[kind]:
@@ -347,6 +369,45 @@ def compare_ppo(args, models: Path, work: Path) -> list[dict]:
     return rows
 
 
+# The same-math PPO variants (issue: LoRA against trl 1.12 with peft, the shared trunk against
+# trl 0.11.4's value-head model). peft's own default for GPT-2 is [c_attn]; r 16 and alpha 32
+# are TRL's ModelConfig defaults; dropout 0 so that the update computes the function the
+# rollout sampled from (TRL's default 0.05 would make the first ratio differ from 1).
+LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["c_attn"]}
+VARIANTS = {
+    # name: (rlhf variant, TRL venv, TRL worker, TRL label, spec overrides)
+    "ppo-lora": ("lora", "ppo", "ppo_trl.py", "trl 1.12 PPOTrainer + peft",
+                 {"variant": "lora", "lora": LORA}),
+    # Temperature 1: trl 0.11 computes log-probs from raw logits whatever the temperature.
+    "ppo-value-head": ("shared", "trl011", "ppo_trl011.py", "trl 0.11.4 PPOTrainer (value head)",
+                       {"variant": "shared", "temperature": 1.0, "ratio_threshold": 10.0}),
+}
+
+
+def compare_ppo_variant(name: str, args, models: Path, work: Path) -> list[dict]:
+    """rlhf's `variant` against the TRL that has the same models, alternating runs."""
+    _, kind, script, _, overrides = VARIANTS[name]
+    rows = []
+    for size in args.ppo_sizes:
+        policy, reward = build_ppo_models(models / f"ppo-{size}", size, args.seed)
+        prompts_file = work / f"prompts-{size}.json"
+        prompts = ppo_prompts(prompts_file, policy, args)
+        for new_tokens in args.variant_new_tokens:
+            iterations = args.ppo_iterations[size]
+            spec = {"policy": str(policy), "reward": str(reward), "prompts": str(prompts_file),
+                    "new_tokens": new_tokens, "warmup": args.ppo_warmup,
+                    "iterations": iterations, "lr": 3e-6, "temperature": args.temperature,
+                    "kl_coef": 0.05, "threads": args.threads, "seed": args.seed} | overrides
+            results = alternate(f"{name} {size} N={new_tokens}", [
+                ("rlhf", MAIN_PYTHON, "ppo_rlhf.py", spec),
+                ("trl", VENVS[kind] / "bin" / "python", script, spec)], args.repeats, work)
+            rows.append({"size": size, "new_tokens": new_tokens, "iterations": iterations,
+                         "spec": {k: v for k, v in spec.items() if k != "output_dir"},
+                         "results": results, "query_width": prompts["query_width"],
+                         "prompt_lengths": prompts["prompt_lengths"]})
+    return rows
+
+
 # -- report --------------------------------------------------------------------------------------
 
 
@@ -363,6 +424,19 @@ def machine() -> str:
     except (OSError, StopIteration):
         memory = ""
     return f"{cpu}, {os.cpu_count()} CPUs{memory}, Python {platform.python_version()}"
+
+
+def cpu_flags() -> str:
+    """The flags that decide which float32/bf16 kernels oneDNN can use on this CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+                return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/512"
+    except OSError:
+        pass
+    return "unknown"
 
 
 def print_reward(rows: list[dict], args) -> None:
@@ -454,7 +528,7 @@ def print_ppo(rows: list[dict], args) -> None:
         lengths = [x for r in ours for x in r["response_length"]]
         generated = [x for r in theirs for x in r["response_length"]]
         eos = sum(x for r in theirs for x in r["eos_tokens"])
-        phases = {key.split("/")[1]: round(statistics.median(r["phases"][key] for r in ours), 2)
+        phases = {key: round(statistics.median(r["phases"].get(key, 0.0) for r in ours), 2)
                   for key in ours[0]["phases"]}
         print(f"- {row['size']} N={row['new_tokens']}: mean response length rlhf "
               f"{statistics.mean(lengths):.2f} tokens; TRL generated "
@@ -466,11 +540,69 @@ def print_ppo(rows: list[dict], args) -> None:
     print_settings(rows)
 
 
+PHASES = ("generate", "rollout forward", "score", "update forward", "backward", "optimizer")
+
+
+def phase_table(run: dict) -> dict[str, float]:
+    """One run's phases (s per iteration; medians over its timed iterations) and `other`: the
+    iteration's rest (losses, GAE, statistics, bookkeeping)."""
+    phases = {name: run["phases"].get(name, 0.0) for name in PHASES}
+    phases["other"] = run["iteration_s_median"] - sum(phases.values())
+    return phases
+
+
+def print_ppo_variant(name: str, rows: list[dict], args) -> None:
+    rlhf_variant, _, _, label, _ = VARIANTS[name]
+    print(f"\n### PPO, rlhf {rlhf_variant} against {label}: seconds per iteration (batch "
+          f"{args.batch_size}, 4 PPO epochs x 1 minibatch, {args.ppo_warmup} warm-up "
+          f"iteration(s), median of {args.repeats} runs per side)\n")
+    print_header(["policy size", "new tokens", "timed iterations", "rlhf s/iter", "TRL s/iter",
+                  "**speed-up vs TRL**"])
+    for row in rows:
+        ours, theirs = row["results"]["rlhf"], row["results"]["trl"]
+        mine, trl = med(ours, "iteration_s_median"), med(theirs, "iteration_s_median")
+        print(f"| {row['size']} | {row['new_tokens']} | {row['iterations']} | {mine:.2f} | "
+              f"{trl:.2f} | **{trl / mine:.2f}x** | {memory_cells(ours, theirs)} |")
+    for row in rows:
+        ours, theirs = row["results"]["rlhf"], row["results"]["trl"]
+        print(f"\nPhases at {row['size']} N={row['new_tokens']} (s per iteration, median over "
+              "runs):\n")
+        print("| phase | rlhf | TRL | TRL - rlhf |\n|---|---|---|---|")
+        for phase in PHASES + ("other",):
+            mine = statistics.median(phase_table(run)[phase] for run in ours)
+            trl = statistics.median(phase_table(run)[phase] for run in theirs)
+            print(f"| {phase} | {mine:.2f} | {trl:.2f} | {trl - mine:+.2f} |")
+    print()
+    for row in rows:
+        ours, theirs = row["results"]["rlhf"], row["results"]["trl"]
+        mine = [x for r in ours for x in r["response_length"]]
+        trl = [x for r in theirs for x in r["response_length"]]
+        print(f"- {row['size']} N={row['new_tokens']}: mean response length rlhf "
+              f"{statistics.mean(mine):.2f}, TRL {statistics.mean(trl):.2f} tokens; EOS "
+              f"sampled by TRL {sum(x for r in theirs for x in r['eos_tokens'])}; per-run s/iter "
+              f"rlhf {rounded(ours, 'iteration_s_median')}, TRL "
+              f"{rounded(theirs, 'iteration_s_median')}; per-run peak RSS MB rlhf "
+              f"{[round(r['peak_rss_mb']) for r in ours]}, TRL "
+              f"{[round(r['peak_rss_mb']) for r in theirs]}")
+    print_settings(rows)
+
+
+def write_json(name: str, rows: list[dict], args, header: dict) -> Path:
+    """Every run's result, the settings and the machine, for the record."""
+    sizes = "_".join(args.ppo_sizes)
+    path = HERE / "results" / f"compare_trl_{name}_{sizes}.json".replace("-", "_")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(header | {"comparison": name, "rows": rows}, indent=1) + "\n")
+    return path
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true", help="create the TRL venvs, then stop")
-    parser.add_argument("--only", choices=["reward", "reward-epoch", "ppo"],
-                        help="run one comparison only")
+    parser.add_argument("--only", nargs="+",
+                        choices=["reward", "reward-epoch", "ppo", *VARIANTS],
+                        help="run these comparisons only (ppo-lora and ppo-value-head run only "
+                             "when named here)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, one repeat, few steps: a smoke test of the harness")
     parser.add_argument("--repeats", type=int, default=3)
@@ -479,6 +611,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ppo-sizes", nargs="+", choices=list(PPO_SIZES),
                         default=["gpt2-small", "tiny"])
     parser.add_argument("--new-tokens", nargs="+", type=int, default=[32, 64])
+    parser.add_argument("--variant-new-tokens", nargs="+", type=int, default=[32],
+                        help="new tokens of the ppo-lora / ppo-value-head comparisons")
     parser.add_argument("--reward-warmup", type=int, default=1)
     parser.add_argument("--reward-steps", type=int, help="timed steps (default 4, tiny 32)")
     parser.add_argument("--ppo-warmup", type=int, default=1)
@@ -511,13 +645,19 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+NEEDS = {"reward": "reward", "reward-epoch": "reward", "ppo": "ppo", "ppo-lora": "ppo",
+         "ppo-value-head": "trl011"}  # the TRL venv each comparison runs in
+
+
 def main() -> None:
     args = parse_args()
-    if args.setup:
-        for kind in VENVS:
+    if args.setup:  # with --only: the venvs those comparisons need
+        for kind in sorted({NEEDS[name] for name in args.only}) if args.only else VENVS:
             setup(kind)
         return
-    missing = [str(VENVS[kind]) for kind in VENVS if not (VENVS[kind] / "bin" / "python").exists()]
+    chosen = args.only or ["reward", "reward-epoch", "ppo"]
+    missing = sorted({str(VENVS[NEEDS[name]]) for name in chosen
+                      if not (VENVS[NEEDS[name]] / "bin" / "python").exists()})
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: run {Path(__file__).name} --setup first")
     os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
@@ -525,34 +665,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="compare-trl-") as tmp:
         work = Path(tmp)
         models = args.models_dir or work / "models"
-        chosen = [args.only] if args.only else ["reward", "reward-epoch", "ppo"]
         reward_rows = compare_reward(args, models, work) if "reward" in chosen else []
         epoch_rows = compare_reward_epoch(args, models, work) if "reward-epoch" in chosen else []
         ppo_rows = compare_ppo(args, models, work) if "ppo" in chosen else []
-    versions = {}
-    for rows in (reward_rows, epoch_rows, ppo_rows):
+        variant_rows = {name: compare_ppo_variant(name, args, models, work)
+                        for name in VARIANTS if name in chosen}
+    versions = {"torch (every side)": importlib.metadata.version("torch"),
+                "rlhf side": f"transformers {importlib.metadata.version('transformers')}, "
+                             f"accelerate {importlib.metadata.version('accelerate')}, "
+                             f"peft {importlib.metadata.version('peft')}"}
+    for name, rows in [("reward", reward_rows), ("reward", epoch_rows), ("ppo", ppo_rows),
+                       *variant_rows.items()]:
         for row in rows:
             trl_run = row["results"]["trl"][0]
-            versions[f"trl ({'PPOTrainer' if rows is ppo_rows else 'RewardTrainer'})"] = \
-                trl_run["trl"]
-            versions["torch"], versions["transformers"] = trl_run["torch"], trl_run["transformers"]
-    print(f"\nCommand: `.venv/bin/python benchmarks/{Path(__file__).name} "
-          f"{' '.join(sys.argv[1:])}".rstrip() + "`")
-    print(f"Machine: {machine()}; {args.threads} torch threads per side")
-    print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
-          + f", accelerate {importlib.metadata.version('accelerate')} (both sides)")
-    print(f"Total wall time: {(time.perf_counter() - started) / 60:.1f} min")
+            versions[f"{name} TRL side"] = (f"trl {trl_run['trl']}, transformers "
+                                            f"{trl_run['transformers']}")
+    header = {"command": f".venv/bin/python benchmarks/{Path(__file__).name} "
+                         f"{' '.join(sys.argv[1:])}".rstrip(),
+              "machine": machine(), "cpu_flags": cpu_flags(), "threads": args.threads,
+              "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M"),
+              "wall_min": round((time.perf_counter() - started) / 60, 1)}
+    print(f"\nCommand: `{header['command']}`")
+    print(f"Machine: {machine()}; CPU flags: {header['cpu_flags']}; {args.threads} torch threads "
+          f"per side; load average at the end {os.getloadavg()}")
+    print("Versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
+    print(f"Total wall time: {header['wall_min']:.1f} min")
     lengths = {
         "reward": "reward " + ", ".join(f"{size} {args.reward_warmup} warm-up + "
                                         f"{args.reward_steps[size]} timed steps"
                                         for size in args.reward_sizes),
         "reward-epoch": f"reward epoch {args.reward_sizes[0]} {args.epoch_pairs} pairs, timed "
-                        "whole",
-        "ppo": "PPO " + ", ".join(f"{size} {args.ppo_warmup} warm-up + "
-                                  f"{args.ppo_iterations[size]} timed iteration(s)"
-                                  for size in args.ppo_sizes)}
-    print("Run lengths (kept short: about an hour on 2 idle CPUs): "
-          + "; ".join(lengths[name] for name in chosen)
+                        "whole"}
+    for name in ("ppo", *VARIANTS):
+        lengths[name] = f"{name} " + ", ".join(f"{size} {args.ppo_warmup} warm-up + "
+                                               f"{args.ppo_iterations[size]} timed iteration(s)"
+                                               for size in args.ppo_sizes)
+    print("Run lengths: " + "; ".join(lengths[name] for name in chosen)
           + f"; {args.repeats} alternating runs per side")
     if reward_rows:
         print_reward(reward_rows, args)
@@ -560,6 +708,10 @@ def main() -> None:
         print_reward_epoch(epoch_rows, args)
     if ppo_rows:
         print_ppo(ppo_rows, args)
+    for name, rows in variant_rows.items():
+        print_ppo_variant(name, rows, args)
+        if not args.quick:
+            print(f"\n(written to {write_json(name, rows, args, header)})")
 
 
 if __name__ == "__main__":

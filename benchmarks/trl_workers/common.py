@@ -56,3 +56,39 @@ def optimizer_name(optimizer) -> str:
     """'AdamW(fused=True)' for an optimizer, unwrapping accelerate's AcceleratedOptimizer."""
     inner = getattr(optimizer, "optimizer", optimizer)
     return f"{type(inner).__name__}(fused={inner.defaults.get('fused')})"
+
+
+class Phases:
+    """Seconds spent inside wrapped functions, added up per phase name; `cut()` at each step
+    end keeps that step's totals, `medians(warmup)` gives each phase's median over the timed
+    steps. Nested phases (a forward inside another timed call) are the caller's business."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = {}
+        self.steps: list[dict[str, float]] = []
+        self._at_cut: dict[str, float] = {}
+
+    def wrap(self, function, phase):
+        """`function` timed into `phase` (a name, or a callable of the call's arguments that
+        returns one)."""
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                name = phase(*args, **kwargs) if callable(phase) else phase
+                self.add(name, time.perf_counter() - start)
+        return timed
+
+    def add(self, name: str, seconds: float) -> None:
+        self.total[name] = self.total.get(name, 0.0) + seconds
+
+    def cut(self) -> None:
+        self.steps.append({name: value - self._at_cut.get(name, 0.0)
+                           for name, value in self.total.items()})
+        self._at_cut = dict(self.total)
+
+    def medians(self, warmup: int) -> dict[str, float]:
+        timed = self.steps[warmup:]
+        names = sorted({name for step in timed for name in step})
+        return {name: median([step.get(name, 0.0) for step in timed]) for name in names}

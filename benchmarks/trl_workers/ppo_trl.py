@@ -5,6 +5,13 @@ Iteration time is the wall time between consecutive `on_step_end` callbacks (one
 update). `gc.collect` is wrapped to add up its own time per iteration, so the driver can report
 TRL both as is and net of the two `gc.collect()` calls its loop makes per update.
 
+The spec's `variant`: "separate" (default: policy, a reference copy, a value model) or "lora"
+(a peft LoraConfig from the spec's `lora` on the policy, no reference model: TRL's reference is
+then the policy with its adapter disabled, `null_ref_context`; the value model trains in full,
+as trl 1.12 applies peft to the policy only). Phases (generation, the rollout's reference and
+value forwards, scoring, the update's forwards, backward passes and optimizer steps) are timed
+by wrapping the module functions the loop calls; "other" in the driver's table is the rest.
+
     benchmarks/.venv-trl-ppo/bin/python benchmarks/trl_workers/ppo_trl.py SPEC.json
 """
 
@@ -14,7 +21,16 @@ import gc
 import json
 import time
 
-from common import StepClock, emit, median, optimizer_name, peak_rss_mb, read_spec, set_threads
+from common import (
+    Phases,
+    StepClock,
+    emit,
+    median,
+    optimizer_name,
+    peak_rss_mb,
+    read_spec,
+    set_threads,
+)
 
 _collect = gc.collect
 GC_SECONDS = [0.0]
@@ -28,6 +44,15 @@ def timed_collect(*args, **kwargs):
     finally:
         GC_SECONDS[0] += time.perf_counter() - start
         GC_CALLS[0] += 1
+
+
+def peft_settings(config) -> dict | None:
+    """What the policy's adapter was built with (read back from peft's config)."""
+    if config is None:
+        return None
+    return {"r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
+            "target_modules": sorted(config.target_modules), "bias": config.bias,
+            "fan_in_fan_out": config.fan_in_fan_out}
 
 
 def main() -> None:
@@ -58,8 +83,17 @@ def main() -> None:
     dataset = Dataset.from_dict({"input_ids": prompts["input_ids"]})
 
     float32 = {"dtype": torch.float32}
+    lora = spec.get("variant", "separate") == "lora"
     policy = AutoModelForCausalLM.from_pretrained(spec["policy"], **float32)
-    reference = AutoModelForCausalLM.from_pretrained(spec["policy"], **float32)
+    reference = None if lora else AutoModelForCausalLM.from_pretrained(spec["policy"], **float32)
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=spec["lora"]["r"], lora_alpha=spec["lora"]["alpha"],
+                                 lora_dropout=spec["lora"]["dropout"],
+                                 target_modules=spec["lora"]["target_modules"], bias="none",
+                                 task_type="CAUSAL_LM")
     value = AutoModelForSequenceClassification.from_pretrained(spec["reward"], num_labels=1,
                                                                **float32)
     reward = AutoModelForSequenceClassification.from_pretrained(spec["reward"], num_labels=1,
@@ -76,13 +110,21 @@ def main() -> None:
         eos.append(int((responses == tokenizer.eos_token_id).sum()))
         return query_responses, logits
 
-    trl_ppo.batch_generation = recorded_generation
+    phases = Phases()
+    trl_ppo.batch_generation = phases.wrap(recorded_generation, "generate")
+    trl_ppo.forward = phases.wrap(
+        trl_ppo.forward,
+        lambda *a, **k: "update forward" if torch.is_grad_enabled() else "rollout forward")
+    trl_ppo.get_reward = phases.wrap(
+        trl_ppo.get_reward, lambda model, *a, **k: "score" if model is reward else
+        "rollout forward")
 
     clock, gc_at_end, rss = StepClock(), [], []
 
     class Timer(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             clock.mark()
+            phases.cut()
             gc_at_end.append(GC_SECONDS[0])
             rss.append(peak_rss_mb())
 
@@ -95,16 +137,25 @@ def main() -> None:
         local_rollout_forward_batch_size=batch, total_episodes=batch * iterations,
         num_ppo_epochs=4, response_length=spec["new_tokens"], stop_token=None,
         stop_token_id=None, temperature=spec["temperature"], missing_eos_penalty=None,
-        kl_coef=0.05, kl_estimator="k1", cliprange=0.2, cliprange_value=0.2, vf_coef=0.1,
-        gamma=1.0, lam=0.95, whiten_rewards=False, num_sample_generations=0)
+        kl_coef=spec.get("kl_coef", 0.05), kl_estimator="k1", cliprange=0.2,
+        cliprange_value=0.2, vf_coef=0.1, gamma=1.0, lam=0.95, whiten_rewards=False,
+        num_sample_generations=0)
     trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy,
                          ref_model=reference, reward_model=reward, value_model=value,
-                         train_dataset=dataset, eval_dataset=dataset, callbacks=[Timer()])
+                         train_dataset=dataset, eval_dataset=dataset, callbacks=[Timer()],
+                         peft_config=peft_config)
+    trainer.accelerator.backward = phases.wrap(trainer.accelerator.backward, "backward")
+    trainer.optimizer.step = phases.wrap(trainer.optimizer.step, "optimizer")
     trainer.train()
 
     settings = {"optimizer": optimizer_name(trainer.optimizer),
                 "mixed_precision": trainer.accelerator.mixed_precision,
-                "gradient_checkpointing": policy.is_gradient_checkpointing}
+                "gradient_checkpointing": policy.is_gradient_checkpointing,
+                "variant": spec.get("variant", "separate"), "peft": peft_settings(peft_config),
+                "reference": "policy with adapter disabled" if trainer.ref_model is None
+                else type(trainer.ref_model).__name__,
+                "trained_parameters": sum(p.numel() for group in trainer.optimizer.param_groups
+                                          for p in group["params"] if p.requires_grad)}
     warmup = spec["warmup"]
     seconds = clock.intervals(warmup)
     gc_seconds = [b - a for a, b in zip(gc_at_end[warmup - 1:], gc_at_end[warmup:],
@@ -114,6 +165,7 @@ def main() -> None:
           "iteration_s": seconds,
           "net_iteration_s_median": median(net), "gc_s": gc_seconds,
           "gc_s_median": median(gc_seconds), "gc_calls": GC_CALLS[0],
+          "phases": phases.medians(warmup),
           "response_length": lengths, "eos_tokens": eos,
           "query_width": prompts["query_width"],
           "peak_rss_mb": rss[-1], "process_peak_rss_mb": peak_rss_mb(),
