@@ -138,6 +138,7 @@ def _wait_for_step(out: Path, step: int, process, timeout: float = 120.0) -> Non
     raise AssertionError("no progress")
 
 
+@pytest.mark.extended  # `make test-extended`: the chain test above covers every kill point
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
 def test_ppo_signalled_from_outside_at_any_moment_resumes_identically(signum, tmp_path,
                                                                       uninterrupted) -> None:

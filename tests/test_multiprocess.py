@@ -120,6 +120,7 @@ def test_two_processes_match_one_with_the_same_global_batch(stage: str, tmp_path
     assert not torch.equal(rank0, rank1)
 
 
+@pytest.mark.extended  # 3 launches; `make test-extended` runs it (the suite's time budget)
 def test_fsdp2_critic_free_equals_one_process_and_resumes_after_a_kill(tmp_path: Path) -> None:
     """Under FSDP2 the policy and its AdamW state are sharded over the two processes; the run
     is killed in its third iteration, resumes from checkpoint-2 (accelerate's FSDP checkpoint
