@@ -64,6 +64,12 @@ WORKLOADS = {  # name -> (stage, policy size, overrides)
                                                       "train.gradient_checkpointing=true"]),
     "ppo-small-shared": ("ppo", "small", [*PPO, "model.value=shared"]),
     "ppo-medium-shared": ("ppo", "medium", [*PPO, "model.value=shared"]),
+    "ppo-medium-lora-checkpointing": ("ppo", "medium", [*PPO, "lora.r=16",
+                                                        "train.gradient_checkpointing=true"]),
+    "ppo-medium-lora-micro4": ("ppo", "medium", [*PPO, "lora.r=16", "train.micro_batch_size=4"]),
+    "ppo-medium-lora-shared": ("ppo", "medium", [*PPO, "lora.r=16", "model.value=shared"]),
+    "ppo-medium-lora-shared-checkpointing": ("ppo", "medium", [
+        *PPO, "lora.r=16", "model.value=shared", "train.gradient_checkpointing=true"]),
     "critic_free-small": ("critic_free", "small", [*CRITIC_FREE, "algo.kl_penalty=loss"]),
     "critic_free-medium": ("critic_free", "medium", [*CRITIC_FREE, "algo.kl_penalty=loss"]),
     "critic_free-medium-no-kl": ("critic_free", "medium",
@@ -157,7 +163,21 @@ def measure(name: str, models: Path, folder: Path, max_rss: int) -> dict:
         return row | {"measured": None, "skipped": f"the run failed: {str(error)[-300:]}"}
     result = json.loads(output.split("RESULT ", 1)[1])
     error = (row["predicted"] - result["peak_rss"]) / result["peak_rss"]
-    return row | {"measured": result["peak_rss"], "error": error, "seconds": result["seconds"]}
+    return row | {"measured": result["peak_rss"], "error": error, "seconds": result["seconds"],
+                  **iteration_times(folder / name)}
+
+
+def iteration_times(run_dir: Path) -> dict:
+    """Seconds of the last iteration (the first one also warms the allocator) and its phases,
+    for the RL stages (they log `time/*` per iteration)."""
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = [row for row in rows if "time/iteration" in row]
+    if not rows:
+        return {}
+    return {"iteration_s": rows[-1]["time/iteration"],
+            "phases_s": {key: value for key, value in rows[-1].items()
+                         if key.startswith("time/") and key != "time/iteration"}}
 
 
 def cpu_name() -> str:
@@ -177,6 +197,23 @@ def table(rows: list[dict]) -> str:
         error = f"{100 * row['error']:+.1f} %" if row.get("measured") else "-"
         lines.append(f"| {row['workload']} | {row['predicted'] / mib:.0f} | {row['phase']} | "
                      f"{measured} | {error} |")
+    return "\n".join(lines)
+
+
+def time_table(rows: list[dict]) -> str:
+    """Peak memory and seconds per iteration of the RL runs, each against the first row."""
+    timed = [row for row in rows if row.get("iteration_s")]
+    if not timed:
+        return ""
+    first = timed[0]
+    lines = ["| workload | peak RSS (MiB) | x first | s/iteration | x first | update s |",
+             "|---|---|---|---|---|---|"]
+    for row in timed:
+        lines.append(
+            f"| {row['workload']} | {row['measured'] / 2**20:.0f} | "
+            f"{row['measured'] / first['measured']:.2f} | {row['iteration_s']:.1f} | "
+            f"{row['iteration_s'] / first['iteration_s']:.2f} | "
+            f"{row['phases_s'].get('time/update', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
@@ -206,7 +243,7 @@ def main() -> None:
 
     Path(args.out).write_text(json.dumps({"cpu": cpu_name(), "torch": torch.__version__,
                                           "rows": rows}, indent=1) + "\n")
-    print(table(rows) + f"\n\nCPU: {cpu_name()}")
+    print(table(rows) + "\n\n" + time_table(rows) + f"\n\nCPU: {cpu_name()}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ LAYERS = [
     {"rl"},
     {"stages", "report"},
     {"commands", "demo"},
+    {"cli_arguments"},
+    {"cli_tools"},
     {"cli"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

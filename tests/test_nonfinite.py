@@ -1,10 +1,12 @@
 """NaN/inf guard: a non-finite loss, reward or gradient stops the run with a message naming the
 step and the quantity, leaving the last good checkpoint as it was; run.on_nonfinite=skip skips
 that batch instead and counts it in train/skipped_batches. NaN is injected by wrapping the
-function that produces the scores (reward, SFT) or by the reward function itself (PPO)."""
+function that produces the scores (reward, SFT), the log-probs (DPO) or by the reward function
+itself (PPO, critic-free)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,12 +16,21 @@ import torch
 from safetensors.torch import load_file
 
 import rlhf.reward.rules
+import rlhf.stages.dpo.update
 import rlhf.stages.reward
 import rlhf.stages.sft
 from rlhf.cli import main
-from rlhf.config import CriticFreeConfig, PPOConfig, RewardConfig, SFTConfig, load_config
+from rlhf.config import (
+    CriticFreeConfig,
+    DPOConfig,
+    PPOConfig,
+    RewardConfig,
+    SFTConfig,
+    load_config,
+)
 from rlhf.errors import NonFiniteError
 from rlhf.stages.critic_free.train import train_critic_free
+from rlhf.stages.dpo.train import train_dpo
 from rlhf.stages.ppo.train import train_ppo
 from rlhf.stages.reward import train_reward
 from rlhf.stages.sft import train_sft
@@ -39,6 +50,9 @@ def poisoned(function, bad_call: int = BAD_CALL):
         result = function(*args, **kwargs)
         if calls["n"] != bad_call:
             return result
+        if dataclasses.is_dataclass(result):  # DPO's log-probs of a batch of pairs
+            return type(result)(*(getattr(result, f.name) * float("nan")
+                                  for f in dataclasses.fields(result)))
         if isinstance(result, tuple):  # (logprobs, mask)
             return (result[0] * float("nan"), *result[1:])
         if isinstance(result, list):  # a reward function's scores
@@ -58,6 +72,10 @@ STAGES = {
                ["train.max_steps=5", "data.max_samples=200", "run.eval_every=0"], "loss"),
     "sft": (SFTConfig, "configs/sft/tiny.yaml", train_sft,
             (rlhf.stages.sft, "next_token_logprobs"),
+            ["train.max_steps=5", "data.max_samples=200", "run.eval_every=0",
+             "train.eval_batch_size=1000"], "loss"),
+    "dpo": (DPOConfig, "configs/dpo/tiny.yaml", train_dpo,
+            (rlhf.stages.dpo.update, "pair_logprobs"),
             ["train.max_steps=5", "data.max_samples=200", "run.eval_every=0",
              "train.eval_batch_size=1000"], "loss"),
     "ppo": (PPOConfig, "configs/ppo/tiny.yaml", train_ppo,
@@ -80,12 +98,12 @@ def configure(stage: str, out: Path, *overrides: str):
 def poison(stage: str, monkeypatch) -> None:
     module, name = STAGES[stage][3]
     bad_call = BAD_CALL
-    if stage == "sft":
+    if stage in ("sft", "dpo"):
         bad_call += 1  # its first call is the step-0 evaluation (one batch)
     monkeypatch.setattr(module, name, poisoned(getattr(module, name), bad_call))
 
 
-@pytest.mark.parametrize("stage", ["reward", "sft", "ppo", "critic_free"])
+@pytest.mark.parametrize("stage", ["reward", "sft", "dpo", "ppo", "critic_free"])
 def test_nonfinite_stops_with_step_and_quantity_and_keeps_the_checkpoint(
         stage: str, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "run"
@@ -102,7 +120,7 @@ def test_nonfinite_stops_with_step_and_quantity_and_keeps_the_checkpoint(
     assert max(r["step"] for r in records(out)) == 2  # stopped before logging step 3
 
 
-@pytest.mark.parametrize("stage", ["reward", "sft", "ppo", "critic_free"])
+@pytest.mark.parametrize("stage", ["reward", "sft", "dpo", "ppo", "critic_free"])
 def test_skip_option_skips_the_batch_and_counts_it(stage: str, tmp_path: Path,
                                                    monkeypatch) -> None:
     out = tmp_path / "run"

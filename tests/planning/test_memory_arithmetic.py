@@ -175,3 +175,30 @@ def test_on_a_gpu_the_update_is_activations_plus_gradients() -> None:
     value = 2 * 9300 + 480
     assert plan.phases[0].bytes == policy + value + 4 * (1000 + 990)
     assert plan.baseline != BASELINE_RSS  # the CUDA context, not a CPU process's RSS
+
+
+DPO = Workload(stage="dpo", processes=1, device="cpu", precision="fp32", trained="tiny",
+               reward=None, micro_rows=6, micro_divides=6, seq_len=5, logit_positions=5,
+               eval_rows=4, reference="precompute")
+
+
+def test_dpo_reference_table_is_one_pass_before_training() -> None:
+    plan = memory_plan(DPO, Shapes(TINY))
+    assert [m.role for m in plan.models] == ["policy", "reference"]
+    assert plan.held == BASELINE_RSS + 4 * 1000 + 8 * 1000  # the reference is freed
+    # 4 rows x 5 tokens: one layer's 6d + 2I + T floats, then logits and their log-softmax
+    forward = 4 * 4 * 5 * (48 + 64 + 5) + 2 * 4 * 4 * 5 * 10
+    phases = {phase.name: phase.bytes for phase in plan.phases}
+    assert phases["reference log-probs"] == 4 * 1000 + forward
+    with_lora = {phase.name: phase.bytes for phase in
+                 memory_plan(replace(DPO, lora_r=2), Shapes(TINY)).phases}
+    assert with_lora["reference log-probs"] == forward  # the policy, adapters off
+
+
+def test_dpo_reference_on_the_fly_is_held_and_run_per_micro_batch() -> None:
+    plan = memory_plan(replace(DPO, reference="on_the_fly"), Shapes(TINY))
+    assert plan.held == BASELINE_RSS + 2 * 4 * 1000 + 8 * 1000
+    forward = 4 * 6 * 5 * (48 + 64 + 5) + 2 * 4 * 6 * 5 * 10
+    assert {phase.name: phase.bytes for phase in plan.phases}["reference forwards"] == forward
+    free = memory_plan(replace(DPO, reference="none"), Shapes(TINY))
+    assert [m.role for m in free.models] == ["policy"]

@@ -85,12 +85,12 @@ def test_plan_command_mistakes_are_one_line(argv, message, capsys) -> None:
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_stages_without_a_plan_say_so(tmp_path: Path, capsys) -> None:
-    config = tmp_path / "dpo.yaml"
-    config.write_text("model:\n  name_or_path: builtin:tiny-gpt2\ndpo:\n  beta: 0.1\n")
+def test_dpo_configs_are_planned(capsys) -> None:
+    config = CONFIGS / "dpo/tiny.yaml"
     assert detect_stage(config) == "dpo"
-    assert main(["plan", "--config", str(config)]) == 2
-    assert "does not cover the dpo stage yet" in capsys.readouterr().err
+    assert main(["plan", "--config", str(config), "dpo.reference_logprobs=on_the_fly"]) == 0
+    out = capsys.readouterr().out
+    assert "reference" in out and "reference forwards" in out
 
 
 def test_plan_command_without_a_detectable_stage(tmp_path: Path, capsys) -> None:

@@ -38,3 +38,20 @@ def test_css_is_package_data_and_inline(tmp_path: Path) -> None:
     sheet = css()
     assert sheet.startswith(":root") and sheet.endswith("}\n")
     assert f"<style>\n{sheet}</style>" in build_report_html(make_sft_run(tmp_path / "sft"))
+
+
+def test_held_out_rewards_are_drawn_against_sqrt_kl(tmp_path: Path) -> None:
+    from rlhf.report.plots import series
+
+    records = [{"step": 0, "eval/kl": 0.0, "eval/score": 1.0}, {"step": 1, "objective/kl": 2.0},
+               {"step": 2, "eval/kl": 4.0, "eval/score": 2.0},
+               {"step": 4, "eval/kl": -0.01, "eval/score": 3.0}]  # a k1 estimate below 0
+    assert series(records, "eval/score") == ([0, 2, 4], [1.0, 2.0, 3.0])
+    assert series(records, "eval/score", "eval/kl", sqrt_x=True) == ([0.0, 2.0, 0.0],
+                                                                     [1.0, 2.0, 3.0])
+    run = make_ppo_run(tmp_path / "ppo")
+    (run / "metrics.jsonl").write_text("\n".join(  # a run without the evaluation
+        line for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "eval/" not in line) + "\n")
+    report_run(run)
+    assert not (run / "eval_vs_kl.png").exists()  # nothing to draw: no file

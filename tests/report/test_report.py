@@ -48,7 +48,9 @@ def make_ppo_run(path: Path, response: str = "a vivid answer") -> Path:
     _jsonl(path / "metrics.jsonl", [
         {"step": s, "objective/score": s / 10, "objective/kl": s / 5, "objective/kl_coef": 0.1,
          "objective/rlhf_reward": s / 20, "policy/entropy": 3 - s / 10,
-         "response/length": 10 + s} for s in range(1, 6)])
+         "response/length": 10 + s} for s in range(1, 6)]
+        + [{"step": s, "eval/score": s / 8, "eval/reward": s / 4 - (s / 4) ** 2,
+            "eval/kl": s / 3} for s in (0, 2, 4)])
     _jsonl(path / "samples.jsonl", [
         {"step": 1, "prompt": "shared prompt", "response": "plain", "score": -0.5},
         {"step": 1, "prompt": "only before", "response": "meh", "score": -1.0},

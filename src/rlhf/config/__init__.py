@@ -37,7 +37,13 @@ from rlhf.config.reward import (
     RewardModelConfig,
     RewardTrainConfig,
 )
-from rlhf.config.rl import GenerateConfig, PromptDataConfig, RLModelConfig, RLTrainConfig
+from rlhf.config.rl import (
+    GenerateConfig,
+    PromptDataConfig,
+    RLEvalConfig,
+    RLModelConfig,
+    RLTrainConfig,
+)
 from rlhf.config.sft import (
     SFT_COLUMNS,
     SFTConfig,
@@ -69,6 +75,7 @@ __all__ = [
     "PreferenceDataConfig",
     "PromptDataConfig",
     "RLModelConfig",
+    "RLEvalConfig",
     "RLTrainConfig",
     "RewardConfig",
     "RewardModelConfig",

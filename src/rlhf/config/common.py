@@ -121,10 +121,6 @@ class LoraConfig:
     """'none' or '4bit': QLoRA, the frozen base in 4-bit NF4 through bitsandbytes with the
     adapters in full precision; needs a CUDA GPU and the bitsandbytes package."""
 
-    @property
-    def enabled(self) -> bool:
-        return self.r > 0
-
     def __post_init__(self) -> None:
         check(self.r >= 0, "lora.r", "must be >= 0 (0 turns LoRA off)")
         check(self.alpha > 0, "lora.alpha", "must be > 0")

@@ -8,7 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlhf.config.common import LoraConfig, RunConfig, check
-from rlhf.config.rl import GenerateConfig, PromptDataConfig, RLModelConfig, RLTrainConfig
+from rlhf.config.rl import (
+    GenerateConfig,
+    PromptDataConfig,
+    RLEvalConfig,
+    RLModelConfig,
+    RLTrainConfig,
+)
 
 GROUP_ESTIMATORS = ("rloo", "grpo", "dr_grpo")
 """Estimators whose baseline is the other responses to the same prompt."""
@@ -123,6 +129,7 @@ class CriticFreeConfig:
     algo: CriticFreeAlgoConfig = field(default_factory=CriticFreeAlgoConfig)
     train: RLTrainConfig = field(default_factory=RLTrainConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     samples_every: int = 10
     """Write a table of (prompt, response, score) to samples.jsonl every N iterations."""
 

@@ -7,7 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rlhf.config.common import LoraConfig, RunConfig, check
-from rlhf.config.rl import GenerateConfig, PromptDataConfig, RLModelConfig, RLTrainConfig
+from rlhf.config.rl import (
+    GenerateConfig,
+    PromptDataConfig,
+    RLEvalConfig,
+    RLModelConfig,
+    RLTrainConfig,
+)
 
 
 @dataclass
@@ -134,6 +140,7 @@ class PPOConfig:
     ppo: PPOAlgoConfig = field(default_factory=PPOAlgoConfig)
     train: RLTrainConfig = field(default_factory=RLTrainConfig)
     lora: PPOLoraConfig = field(default_factory=PPOLoraConfig)
+    eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     samples_every: int = 10
     """Write a table of (prompt, response, score) to samples.jsonl every N iterations."""
 

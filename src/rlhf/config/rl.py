@@ -114,6 +114,34 @@ class GenerateConfig:
 
 
 @dataclass
+class RLEvalConfig:
+    """Held-out evaluation during an RL run: the same prompts answered by the policy before
+    training and every `every` iterations, scored by the training reward and optionally by a
+    second one, with the KL to the reference: is the true quality rising, and at what cost?"""
+
+    every: int = 0
+    """Iterations between held-out evaluations (plus one before training); 0: none."""
+    prompts: int = 64
+    """Held-out prompts: the first N of `split` (the same ones at every evaluation)."""
+    split: str = "test"
+    """The split of data.path the held-out prompts come from."""
+    reward: str | None = None
+    """A second reward scored on the same responses (logged as eval/reward): a reward-model
+    folder or hub name, or a reward function `module:function` such as
+    `rlhf.reward.gold:gold_descriptiveness` (the synthetic task's gold reward); None: only
+    the training reward (eval/score)."""
+    alarm_patience: int = 3
+    """Over-optimisation alarm: warn when eval/reward has stayed below its best for this many
+    evaluations while eval/score (the training reward on the same responses) rose above its
+    value there: the policy is gaming the training reward (Gao et al. 2022)."""
+
+    def __post_init__(self) -> None:
+        check(self.every >= 0, "eval.every", "must be >= 0")
+        check(self.prompts >= 1, "eval.prompts", "must be >= 1")
+        check(self.alarm_patience >= 1, "eval.alarm_patience", "must be >= 1")
+
+
+@dataclass
 class RLTrainConfig(OptimizerConfig):
     """Batching and optimisation of the trained models (the policy, and PPO's value model)."""
 

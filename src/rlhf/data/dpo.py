@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rlhf.data.preferences import PreferenceData
-from rlhf.data.sft import TokenizedSFT, _encode_prompts, collate_sft, fit_example, with_eos
+from rlhf.data.sft import TokenizedSFT, collate_sft, encode_prompts, fit_example, with_eos
 from rlhf.errors import UserError
 
 IDENTICAL = "identical_responses"
@@ -99,8 +99,8 @@ def tokenize_preference_pairs(prefs: PreferenceData, tokenizer, *,
         raise UserError(f"data.max_length is {max_length}; a pair needs at least 2 tokens (one "
                         "prompt token and one response token)")
     bos, bos_text = tokenizer.bos_token_id, tokenizer.bos_token
-    prompts = _encode_prompts(tokenizer, list(prefs.prompts),
-                              [bool(bos_text) and p.startswith(bos_text) for p in prefs.prompts])
+    prompts = encode_prompts(tokenizer, list(prefs.prompts),
+                             [bool(bos_text) and p.startswith(bos_text) for p in prefs.prompts])
     responses = _encode_responses(tokenizer, prefs.responses, eos)
     out = TokenizedPairs(prompt_ids=[], chosen_ids=[], rejected_ids=[], examples=[])
     for example, best, other in expand_pairs(prefs):

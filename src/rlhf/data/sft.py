@@ -270,7 +270,7 @@ def tokenize_sft(data: SFTData, tokenizer, *, max_length: int) -> TokenizedSFT:
     if eos is None:
         raise UserError(f"tokenizer '{getattr(tokenizer, 'name_or_path', '?')}' has no EOS "
                         "token; SFT appends EOS to every response so the policy learns to stop")
-    prompt_ids = _encode_prompts(tokenizer, data.prompts, data.chat)
+    prompt_ids = encode_prompts(tokenizer, data.prompts, data.chat)
     response_ids = (tokenizer(list(data.responses), add_special_tokens=False,
                               verbose=False)["input_ids"] if len(data) else [])
     bos = tokenizer.bos_token_id
@@ -287,7 +287,7 @@ def tokenize_sft(data: SFTData, tokenizer, *, max_length: int) -> TokenizedSFT:
     return out
 
 
-def _encode_prompts(tokenizer, prompts: list[str], chat: list[bool]) -> list[list[int]]:
+def encode_prompts(tokenizer, prompts: list[str], chat: list[bool]) -> list[list[int]]:
     """One batched call per kind: plain prompts get the tokenizer's special tokens, chat ones
     do not (their template wrote them)."""
     encoded: list[list[int]] = [[] for _ in prompts]

@@ -40,6 +40,7 @@ from rlhf.engine.engines import (
 )
 from rlhf.engine.sinks import check_sinks_installed, make_trackers, start_trackers
 from rlhf.errors import NonFiniteError, StoppedBySignal, UserError, first_line
+from rlhf.planning import STAGE_NAMES, plan_lines
 
 LOG_FILES = ("metrics.jsonl", "samples.jsonl")
 """Per-step logs (JSON lines with a "step"): cut back to the checkpoint on resume."""
@@ -93,6 +94,10 @@ class Run:
         if list_checkpoints(self.output_dir) and not self.config.resume:
             raise UserError(f"run directory {self.output_dir} already has checkpoints; pass "
                             "run.resume=true to continue it or choose another run.output_dir")
+        if self.is_main and stage in STAGE_NAMES:  # before any model loads: will it fit?
+            for line in plan_lines(stage, config, self.accelerator.num_processes,
+                                   self.device.type):
+                print(line, flush=True)
 
     # -- properties -------------------------------------------------------------------------
 

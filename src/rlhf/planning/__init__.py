@@ -9,5 +9,6 @@ stage, `command` is what the CLI and a starting run call.
 """
 
 from rlhf.planning.command import plan_config, plan_lines, plan_report
+from rlhf.planning.workload import STAGE_NAMES
 
-__all__ = ["plan_config", "plan_lines", "plan_report"]
+__all__ = ["STAGE_NAMES", "plan_config", "plan_lines", "plan_report"]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from rlhf.planning.plan import MemoryPlan, Shapes, memory_plan
-from rlhf.planning.workload import Workload
+from rlhf.planning.workload import PAIR_STAGES, Workload
 
 LORA_RANK = 16
 """The rank the advice proposes (a common default; QLoRA used 64 on far larger models)."""
@@ -83,7 +83,7 @@ def _switches(workload: Workload) -> list[tuple[tuple[str, ...], dict]]:
 
 def _sizes(workload: Workload) -> list[tuple[str, int, Callable[[int], dict]]]:
     """(key, candidate values largest first, workload change) of the batch-size options."""
-    per_example = 2 if workload.stage == "reward" else 1  # the reward stage counts pairs
+    per_example = 2 if workload.stage in PAIR_STAGES else 1  # reward and DPO count pairs
     current = workload.micro_rows // per_example
     examples = workload.micro_divides // per_example
     micro = [n for n in range(current - 1, 0, -1) if examples % n == 0]

@@ -8,7 +8,7 @@ import torch
 
 from rlhf.config import load_config
 from rlhf.config.docs import STAGES
-from rlhf.errors import UserError
+from rlhf.errors import UserError, first_line
 from rlhf.planning.advice import advise
 from rlhf.planning.inputs import detect_stage, parse_memory
 from rlhf.planning.plan import MemoryPlan, memory_plan, read_shapes
@@ -40,12 +40,12 @@ def plan_config(stage: str, cfg, num_processes: int = 1, device: str | None = No
 def plan_lines(stage: str, cfg, num_processes: int = 1, device: str | None = None
                ) -> list[str]:
     """A few lines for the start of a run: the predicted peak per process and its parts, and
-    the models. A plan that cannot be made (a model config that cannot be read) says so in
-    one line instead of stopping the run."""
+    the models. A plan that cannot be made (a model config that cannot be read, a model family
+    the shapes do not know) says so in one line: a prediction never stops the run it is for."""
     try:
         return summary_lines(plan_config(stage, cfg, num_processes, device))
-    except (UserError, OSError, ValueError) as error:
-        return [f"[plan] no memory plan: {error}"]
+    except Exception as error:  # noqa: BLE001 (advice only; the run reports real errors)
+        return [f"[plan] no memory plan: {first_line(error)}"]
 
 
 def plan_report(path: str | Path | None, overrides: list[str] = (), *, stage: str | None = None,

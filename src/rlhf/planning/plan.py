@@ -11,7 +11,9 @@ Peak = process baseline + every model's weights + AdamW's state (both held for t
 - generation: the KV cache of a rollout batch (RL);
 - rollout forwards: the largest no-grad pass of the policy, reference, value or reward model
   over a rollout batch (RL);
-- evaluation: the evaluation batch's no-grad forward (SFT, reward model);
+- evaluation: the evaluation batch's no-grad forward (SFT, reward model, DPO);
+- reference log-probs (DPO): the reference's table made once before training (a separate
+  reference's weights live only then), or its forward in every step;
 - saving: with LoRA, the merged copy of a trained model made to write the final merged
   folder (`adapters.merged_copy`), one model at a time.
 """
@@ -46,6 +48,8 @@ class Shapes:
     trained: ModelShape
     value: ModelShape | None = None
     reward: ModelShape | None = None
+    reference: ModelShape | None = None
+    """DPO's model.reference (None: the policy's own shape)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,10 @@ def read_shapes(workload: Workload) -> Shapes:
                                  trust_remote_code=remote))
     key = "model.policy" if workload.is_rl else "model.name_or_path"
     trained = read_shape(workload.trained, "causal_lm", key=key, trust_remote_code=remote)
+    if workload.reference_model is not None:
+        return Shapes(trained, reference=read_shape(
+            workload.reference_model, "causal_lm", key="model.reference",
+            trust_remote_code=remote))
     if not workload.is_rl:
         return Shapes(trained)
     reward = None if workload.reward is None else read_shape(
@@ -146,6 +154,10 @@ def memory_plan(workload: Workload, shapes: Shapes) -> MemoryPlan:
     else:
         phases.append(Phase("evaluation", models[0].forward,
                             f"no-grad pass over {workload.eval_rows} sequences"))
+    if workload.reference != "none":
+        reference, phase = _dpo_reference(workload, shapes.reference or shapes.trained)
+        models.append(reference)
+        phases.append(phase)
     if workload.lora_r and workload.lora_merge:
         largest = max(m.weights for m in models if m.trainable)
         phases.append(Phase("saving", largest, "a merged copy of a LoRA model"))
@@ -246,6 +258,29 @@ def _rl_models(workload: Workload, shapes: Shapes) -> list[ModelMemory]:
     if shapes.reward is not None:
         models.append(_reward_model(workload, shapes.reward))
     return models
+
+
+def _dpo_reference(workload: Workload, shape: ModelShape) -> tuple[ModelMemory, Phase]:
+    """DPO's reference and the pass that reads it: a forward over the evaluation batch for the
+    precomputed table (`stages.dpo.reference.compute_table`), during which a separate
+    reference's weights are held (they are freed before training), or a forward over every
+    micro-batch with the weights held all run. With LoRA it is the policy, adapters off."""
+    precompute = workload.reference == "precompute"
+    rows = workload.eval_rows if precompute else workload.micro_rows
+    forward = bytes_of.no_grad_forward_bytes(shape, rows, workload.seq_len,
+                                             workload.logit_positions, workload.precision,
+                                             logit_copies=2)
+    weights = 0 if workload.lora_r else bytes_of.weight_bytes(shape.params)
+    if precompute:
+        note = "log-probs computed once before training" + \
+            ("" if workload.lora_r else ", then freed")
+        return (ModelMemory("reference", shape.name, 0, 0, 0, forward=forward, note=note),
+                Phase("reference log-probs", weights + forward,
+                      f"no-grad pass over {rows} sequences, once"))
+    note = "the policy with its adapters off: no copy" if workload.lora_r else ""
+    return (ModelMemory("reference", shape.name, 0 if workload.lora_r else shape.params, 0,
+                        weights, forward=forward, note=note),
+            Phase("reference forwards", forward, f"no-grad pass over {rows} sequences"))
 
 
 def _reward_model(workload: Workload, shape: ModelShape) -> ModelMemory:

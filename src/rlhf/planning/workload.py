@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from rlhf.planning.shapes import is_reward_function
 
-STAGE_NAMES = ("sft", "reward", "ppo", "critic_free")
+STAGE_NAMES = ("sft", "reward", "dpo", "ppo", "critic_free")
+PAIR_STAGES = ("reward", "dpo")
+"""Stages whose examples are pairs: chosen and rejected in one forward pass."""
 RL_STAGES = ("ppo", "critic_free")
 
 
@@ -60,6 +62,11 @@ class Workload:
     kl_reference: bool = True
     """RL: the run compares the policy to a frozen reference (critic-free kl_penalty=none
     does not)."""
+    reference: str = "none"
+    """DPO: how each step gets the reference's log-probs: 'precompute' (a table made once
+    before training), 'on_the_fly' (a forward every micro-batch) or 'none' (reference-free)."""
+    reference_model: str | None = None
+    """DPO: model.reference (None: the policy as loaded)."""
     trust_remote_code: bool = False
 
     @property
@@ -87,14 +94,18 @@ def workload_from_config(stage: str, cfg, processes: int = 1, device: str = "cpu
         return _rl_workload(stage, cfg, processes, common)
     micro, _ = cfg.train.micro_batches_per_step(processes)
     per_process = cfg.train.batch_size // processes
-    responses = 2 if stage == "reward" else 1  # a pair: chosen and rejected in one pass
+    responses = 2 if stage in PAIR_STAGES else 1  # a pair: chosen and rejected in one pass
+    dpo = {}
+    if stage == "dpo":
+        dpo = {"reference": cfg.dpo.reference_logprobs if cfg.dpo.needs_reference else "none",
+               "reference_model": cfg.model.reference}
     return Workload(
         **common, trained=cfg.model.name_or_path, reward=None,
         micro_rows=responses * micro, micro_divides=responses * per_process,
         seq_len=cfg.data.max_length,
-        logit_positions=cfg.data.max_length if stage == "sft" else 0,
+        logit_positions=0 if stage == "reward" else cfg.data.max_length,
         eval_rows=responses * cfg.train.eval_batch_size,
-        trust_remote_code=cfg.model.trust_remote_code)
+        trust_remote_code=cfg.model.trust_remote_code, **dpo)
 
 
 def _rl_workload(stage: str, cfg, processes: int, common: dict) -> Workload:

@@ -60,7 +60,7 @@ def _curve_images(records: list[dict], panels: list[Panel]) -> list[str]:
 
     images = []
     for panel in panels:
-        figure = curves_figure(records, panel.keys, panel.title)
+        figure = curves_figure(records, panel.keys, panel.title, x=panel.x, sqrt_x=panel.sqrt_x)
         if figure is not None:
             images.append(_image(figure_png(figure), panel.title))
     return images

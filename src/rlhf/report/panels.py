@@ -17,7 +17,7 @@ from rlhf.report.run_files import is_number
 
 @dataclass(frozen=True)
 class Panel:
-    """Metric keys drawn together against the optimizer step."""
+    """Metric keys drawn together against the optimizer step, or against another metric."""
 
     keys: tuple[str, ...]
     title: str
@@ -25,6 +25,10 @@ class Panel:
     """PNG file name in the run directory; None: drawn in report.html only."""
     file_title: str | None = None
     """The PNG file's title when it differs from the HTML one."""
+    x: str = "step"
+    """The horizontal axis: 'step', or a metric logged on the same lines (e.g. a KL)."""
+    sqrt_x: bool = False
+    """Draw against the square root of `x` (rewards against sqrt(KL), as Gao et al. 2022)."""
 
     @property
     def png_title(self) -> str:
@@ -32,6 +36,15 @@ class Panel:
 
 
 LOSS = ("train/loss", "eval/loss")
+HELD_OUT = ("eval/score", "eval/reward")
+RL_HELD_OUT_PANELS = (
+    Panel(HELD_OUT, "held-out rewards against sqrt(KL to the reference)", "eval_vs_kl.png",
+          x="eval/kl", sqrt_x=True),
+    Panel(HELD_OUT, "held-out rewards: training reward (score) and eval.reward", "eval.png"),
+    Panel(("objective/score",), "training score against KL to the reference", x="objective/kl"),
+)
+"""An RL run's held-out evaluation (`eval` section; nothing is drawn without it) and its
+training score against KL: optimising a reward is a trade against KL, not a race in steps."""
 
 STAGE_PANELS: dict[str, tuple[Panel, ...]] = {
     "sft": (
@@ -49,6 +62,7 @@ STAGE_PANELS: dict[str, tuple[Panel, ...]] = {
         Panel(("objective/kl_coef",), "KL coefficient beta", "kl_coef.png"),
         Panel(("policy/entropy",), "policy entropy (nats per token)", "entropy.png"),
         Panel(("response/length",), "response length (tokens)", "length.png"),
+        *RL_HELD_OUT_PANELS,
     ),
     "critic_free": (
         Panel(("objective/score", "objective/raw_score"), "score (optimised) and raw score",
@@ -61,6 +75,7 @@ STAGE_PANELS: dict[str, tuple[Panel, ...]] = {
         Panel(("policy/clipfrac_low", "policy/clipfrac_high"),
               "clipped tokens (low: A < 0, high: A > 0)", "clipfrac.png"),
         Panel(("response/length",), "response length (tokens)", "length.png"),
+        *RL_HELD_OUT_PANELS,
     ),
     "dpo": (
         Panel(LOSS, "preference loss", "loss.png"),

@@ -17,16 +17,23 @@ from rlhf.report.panels import SCORES_FILE, file_panels  # noqa: E402
 from rlhf.report.run_files import read_metrics  # noqa: E402
 
 
-def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one metric, skipping lines that do not have it."""
-    points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
-    return [p[0] for p in points], [p[1] for p in points]
+def series(records: list[dict], key: str, x: str = "step", sqrt_x: bool = False
+           ) -> tuple[list[float], list[float]]:
+    """(x values, values) of one metric against the step or another metric of the same lines,
+    skipping lines that do not have both (a negative x under sqrt, a KL estimate's noise
+    around 0, counts as 0)."""
+    points = [(r[x], r[key]) for r in records
+              if r.get(key) is not None and r.get(x) is not None]
+    xs = [max(p[0], 0.0) ** 0.5 if sqrt_x else p[0] for p in points]
+    return xs, [p[1] for p in points]
 
 
 def curves_figure(records: list[dict], keys: list[str] | tuple[str, ...], title: str, *,
-                  width: float = 6.0, height: float = 3.6):
-    """A figure with one line per metric key against the optimizer step; None without data."""
-    drawn = [(key, *series(records, key)) for key in keys]
+                  x: str = "step", sqrt_x: bool = False, width: float = 6.0,
+                  height: float = 3.6):
+    """A figure with one line per metric key against the optimizer step (or the metric `x`,
+    or its square root); None without data."""
+    drawn = [(key, *series(records, key, x, sqrt_x)) for key in keys]
     drawn = [d for d in drawn if d[1]]
     if not drawn:
         return None
@@ -34,7 +41,7 @@ def curves_figure(records: list[dict], keys: list[str] | tuple[str, ...], title:
     for key, steps, values in drawn:
         axes.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3,
                   label=key)
-    axes.set_xlabel("optimizer step")
+    axes.set_xlabel("optimizer step" if x == "step" else f"sqrt({x})" if sqrt_x else x)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
@@ -43,9 +50,10 @@ def curves_figure(records: list[dict], keys: list[str] | tuple[str, ...], title:
 
 
 def plot_curves(records: list[dict], keys: list[str] | tuple[str, ...], title: str,
-                path: Path) -> Path | None:
-    """One line per metric key against the optimizer step; None when no key has data."""
-    figure = curves_figure(records, keys, title)
+                path: Path, **axis) -> Path | None:
+    """One line per metric key against the optimizer step (or `x=`, `sqrt_x=`: see
+    `curves_figure`); None when no key has data."""
+    figure = curves_figure(records, keys, title, **axis)
     if figure is None:
         return None
     figure.savefig(path)
@@ -99,8 +107,8 @@ def plot_run(run_dir: str | Path, stage: str) -> list[Path]:
     if not panels:
         return []
     records = read_metrics(run_dir)
-    written = [plot_curves(records, panel.keys, panel.png_title, run_dir / panel.file)
-               for panel in panels]
+    written = [plot_curves(records, panel.keys, panel.png_title, run_dir / panel.file,
+                           x=panel.x, sqrt_x=panel.sqrt_x) for panel in panels]
     scores_path = run_dir / "eval_scores.json"
     if stage in ("reward", "dpo") and scores_path.exists():
         scores = json.loads(scores_path.read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ from rlhf.algo.types import Rollout
 from rlhf.engine.checkpoint import TrainingState
 from rlhf.engine.engines import full_state_dict
 from rlhf.engine.run import Run
+from rlhf.rl.evaluation import HeldOutEvaluation, evaluate_held_out
 from rlhf.rl.rollout import Texts
 from rlhf.rl.schedule import IterationSchedule
 from rlhf.rl.setup import PolicyModels
@@ -40,6 +41,8 @@ class RLSession:
     prompt_ids: list[list[int]]
     score_prompts: list[str]
     """The prompt text the reward model reads for each prompt."""
+    evaluation: HeldOutEvaluation | None = None
+    """The held-out evaluation (`eval` section); None when eval.every is 0."""
     state: TrainingState | None = None
     """Set by `Run.start` (resumed from a checkpoint or new)."""
     bar: Any = None
@@ -82,11 +85,14 @@ def progress_bar(session: RLSession, desc: str):
 
 def end_iteration(session: RLSession, metrics: dict[str, float], texts: Texts | None = None,
                   rollout: Rollout | None = None) -> dict[str, float]:
-    """Count the iteration, log it (and samples every samples_every iterations and after the
-    first), checkpoint when due; the metrics."""
+    """Count the iteration, evaluate on the held-out prompts when due, log it (and samples every
+    samples_every iterations and after the first), checkpoint when due; the metrics."""
     session.state.step += 1
     step, cfg = session.state.step, session.cfg
-    if step % cfg.run.log_every == 0:
+    evaluated = session.evaluation is not None and session.evaluation.due(step)
+    if evaluated:
+        metrics = metrics | held_out_metrics(session)
+    if step % cfg.run.log_every == 0 or evaluated:
         session.run.log(step, metrics)
     session.bar.update(1)
     if rollout is not None:  # a skipped iteration has no samples to show
@@ -101,10 +107,21 @@ def end_iteration(session: RLSession, metrics: dict[str, float], texts: Texts | 
     return metrics
 
 
+def held_out_metrics(session: RLSession) -> dict[str, float]:
+    """The held-out evaluation's metrics; its alarm history goes into the checkpoint state."""
+    metrics = evaluate_held_out(session.evaluation, session.run, session.models, session.policy)
+    session.state.extra["evaluation"] = session.evaluation.state_dict()
+    return metrics
+
+
 def run_to_the_end(session: RLSession, iteration, **saved) -> dict[str, float]:
     """`iteration(session)` until the schedule's last iteration, then the `saved` models
     (policy=..., value=...) written and the run finished; the last iteration's metrics."""
     metrics: dict[str, float] = {}
+    if session.evaluation is not None and "evaluation" in session.state.extra:  # resumed
+        session.evaluation.load_state_dict(session.state.extra["evaluation"])
+    elif session.evaluation is not None and session.state.step == 0:  # the policy before training
+        session.run.log(0, held_out_metrics(session))
     while session.state.step < session.schedule.iterations:
         metrics = iteration(session)
     session.bar.close()

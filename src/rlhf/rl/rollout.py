@@ -15,7 +15,7 @@ import torch
 from rlhf.algo.masking import response_mask_after_stop, within_lengths
 from rlhf.algo.types import Rollout
 from rlhf.data.batching import left_pad
-from rlhf.rl.forward import response_logprobs, response_values
+from rlhf.rl.forward import response_logprobs, response_logprobs_and_values, response_values
 from rlhf.rl.generation import sample_responses
 
 
@@ -68,11 +68,9 @@ def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_i
                      & within_lengths(limits, response_ids.shape[1]))  # (B, R)
     args = (query_ids, query_mask, response_ids, response_mask)
     with clock("time/forward"):
-        logprobs = response_logprobs(policy, *args, temperature)  # (B, R)
+        logprobs, values = _policy_and_values(policy, value_model, args, temperature)
         ref_logprobs = response_logprobs(reference, *args, temperature) \
             if reference is not None else None  # (B, R); a run without a KL term has none
-        values = response_values(value_model, *args) if value_model is not None \
-            else torch.zeros_like(logprobs)  # (B, R); no value model when only evaluating
     with clock("time/score"):
         responses = decode_responses(tokenizer, response_ids, response_mask, stop_token_ids)
         scores = scorer(score_prompts, responses).to(query_ids.device).float()  # (B,)
@@ -82,6 +80,20 @@ def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_i
                       response_mask=response_mask, logprobs=logprobs, ref_logprobs=ref_logprobs,
                       values=values, scores=scores, ended_with_eos=ended)
     return rollout, Texts(prompts=score_prompts, responses=responses)
+
+
+def _policy_and_values(policy, value_model, args: tuple, temperature: float
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, R) log-probs and values: one trunk pass when the value head sits on the policy's
+    backbone (`value_model is policy`), else a pass of each; zero values without a value model
+    (a run that only evaluates, or a critic-free method)."""
+    if value_model is not None and value_model is policy:
+        logprobs, _, values = response_logprobs_and_values(policy, *args, temperature)
+        return logprobs, values
+    logprobs = response_logprobs(policy, *args, temperature)
+    values = response_values(value_model, *args) if value_model is not None \
+        else torch.zeros_like(logprobs)
+    return logprobs, values
 
 
 class _Clock:

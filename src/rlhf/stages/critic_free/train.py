@@ -26,6 +26,7 @@ from rlhf.algo.types import Rollout
 from rlhf.config import CriticFreeConfig
 from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
 from rlhf.engine.run import Run
+from rlhf.rl.evaluation import load_evaluation
 from rlhf.rl.iteration import (
     RLSession,
     end_iteration,
@@ -124,8 +125,8 @@ def start_critic_free(cfg: CriticFreeConfig) -> CriticFreeSession:
     session = CriticFreeSession(
         cfg=cfg, run=run, models=models, policy=policy, optimizer=optimizer,
         scheduler=scheduler, schedule=schedule, prompt_ids=prompt_ids,
-        score_prompts=score_prompts, settings=update_settings(cfg, per_minibatch, micro),
-        transform=ScoreTransform(missing_eos_penalty=cfg.algo.missing_eos_penalty,
+        score_prompts=score_prompts, evaluation=load_evaluation(cfg, models, run),
+        settings=update_settings(cfg, per_minibatch, micro), transform=ScoreTransform(missing_eos_penalty=cfg.algo.missing_eos_penalty,
                                  clip=cfg.algo.score_clip))
     session.state = run.start(**session.checkpointed)
     session.bar = progress_bar(session, cfg.algo.advantage)

@@ -30,7 +30,7 @@ from rlhf.stages.dpo.reference import (
     on_the_fly,
     stored_tables,
 )
-from rlhf.stages.dpo.update import dpo_update, evaluate_dpo, implicit_rewards, objective
+from rlhf.stages.dpo.update import dpo_update, evaluate_dpo, implicit_rewards_of, objective
 from rlhf.trainable import ready_to_train
 
 
@@ -86,7 +86,7 @@ def train_dpo(cfg: DPOConfig) -> dict[str, float]:
                 "reference": read_reference, "pad_id": pad_id}
     held_out = HeldOut(run, partial(
         evaluate_dpo, training.model, data.test, **settings,
-        rewards_of=implicit_rewards(cfg.dpo.loss, cfg.dpo.beta),
+        rewards_of=implicit_rewards_of(cfg.dpo.loss, cfg.dpo.beta),
         batch_size=cfg.train.eval_batch_size, accelerator=run.accelerator))
     task = SupervisedTask(
         name="dpo", n_examples=len(data.train.examples),

@@ -10,7 +10,13 @@ from functools import partial
 
 import torch
 
-from rlhf.algo.preference import dpo_loss, ipo_loss, robust_dpo_loss, simpo_loss
+from rlhf.algo.preference import (
+    dpo_loss,
+    implicit_rewards,
+    ipo_loss,
+    robust_dpo_loss,
+    simpo_loss,
+)
 from rlhf.algo.types import PreferenceStats
 from rlhf.data.dpo import TokenizedPairs, collate_pairs
 from rlhf.engine.optim import SKIPPED, optimizer_step
@@ -83,15 +89,15 @@ def _metrics(accelerator, totals: dict[str, torch.Tensor], prefix: str) -> dict[
     return {f"{prefix}{key}": value for key, value in zip(keys, means, strict=True)}
 
 
-def implicit_rewards(loss: str, beta: float) -> Callable[[PairLogprobs, PairLogprobs],
-                                                        tuple[torch.Tensor, torch.Tensor]]:
+def implicit_rewards_of(loss: str, beta: float) -> Callable[[PairLogprobs, PairLogprobs],
+                                                           tuple[torch.Tensor, torch.Tensor]]:
     """(B,) implicit rewards of the chosen and of the rejected responses, as the loss defines
     them: beta times the log-ratio to the reference (DPO, robust DPO, IPO), or beta times the
     mean token log-prob (SimPO)."""
     if loss == "simpo":
         return lambda policy, reference: (beta * policy.chosen_mean, beta * policy.rejected_mean)
-    return lambda policy, reference: (beta * (policy.chosen - reference.chosen),
-                                      beta * (policy.rejected - reference.rejected))
+    return lambda policy, reference: (implicit_rewards(policy.chosen, reference.chosen, beta),
+                                      implicit_rewards(policy.rejected, reference.rejected, beta))
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from rlhf.config import PPOConfig
 from rlhf.engine.optim import SKIPPED, adamw_with_schedule, count_outcomes
 from rlhf.engine.run import Run
 from rlhf.models import unwrapped
+from rlhf.rl.evaluation import load_evaluation
 from rlhf.rl.iteration import (
     RLSession,
     end_iteration,
@@ -133,7 +134,8 @@ def start_ppo(cfg: PPOConfig) -> PPOSession:
     ppo = PPOSession(
         cfg=cfg, run=run, models=models, policy=policy, value=value, optimizer=optimizer,
         scheduler=scheduler, schedule=schedule, prompt_ids=prompt_ids,
-        score_prompts=score_prompts, kl_ctl=kl_controller(cfg), settings=UpdateSettings(
+        score_prompts=score_prompts, evaluation=load_evaluation(cfg, models, run),
+        kl_ctl=kl_controller(cfg), settings=UpdateSettings(
             ppo_epochs=cfg.ppo.ppo_epochs, per_minibatch=per_minibatch, micro_batch_size=micro,
             clip_range=cfg.ppo.clip_range, value_clip_range=cfg.ppo.value_clip_range,
             vf_coef=cfg.ppo.vf_coef, temperature=cfg.generate.temperature,
