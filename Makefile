@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast test-extended demo bench bench-trl lint clean
+.PHONY: setup test test-fast test-extended demo bench bench-trl bench-learning lint clean
 
 $(BIN)/rlhf: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: setup
 bench-trl: setup
 	$(BIN)/python benchmarks/compare_trl.py --setup
 	$(BIN)/python benchmarks/compare_trl.py
+
+# Gold-reward benchmark (issue 17, Gao et al. 2022): proxy reward models vs a gold reward, RL,
+# DPO and best-of-n against sqrt(KL); 6 minutes on 2 quiet CPUs, more on a busy one (LEARNING.md).
+bench-learning: setup
+	$(BIN)/python benchmarks/learning.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
