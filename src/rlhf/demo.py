@@ -56,7 +56,7 @@ STAGES = ("sft", "reward", "ppo", "dpo")
 QUICK_OVERRIDES = {
     "sft": [],
     "reward": [],
-    "ppo": ["ppo.total_episodes=960"],
+    "ppo": [],  # the whole run: shorter ones left the gold gain at the 1-std bar
     "dpo": ["data.max_samples=400"],
 }
 GOLD_PAIRS = 4000
@@ -81,7 +81,9 @@ MIN_DISTINCT_FRACTION = 0.8
 """Distinct answers among PPO's held-out answers. The SFT policy's are all distinct (1.0);
 a policy collapsing onto a template the proxy likes falls to 0.5 and below (the gamed proxy
 above reached 0.55), while a few repeats of a short, common answer are not a collapse."""
-EVAL_PROMPTS = 64
+EVAL_PROMPTS = 200
+"""Held-out prompts of the final comparison (the test split's 200): with 64 the gold gain's
+sampling noise was ~0.2 SFT std, a fifth of the bar."""
 # Share of SFT examples with the vivid continuation: enough for PPO to find vivid text, few
 # enough that the SFT policy's mean score leaves room to rise.
 VIVID_SFT_FRACTION = 0.25
