@@ -20,10 +20,14 @@ import torch
 from rlhf.algo.kl import kl_k1
 from rlhf.algo.overoptimisation import past_the_peak
 from rlhf.engine.run import Run
-from rlhf.reward.scorers import RewardModelScorer, load_scorer
 from rlhf.rl.generation import row_seed
 from rlhf.rl.rollout import collect_in_chunks
-from rlhf.rl.setup import PolicyModels, load_run_prompts
+from rlhf.rl.setup import (
+    PolicyModels,
+    load_run_prompts,
+    load_run_scorer,
+    prepare_frozen_scorer,
+)
 
 EVAL_PROMPT_SEED = 0
 """The held-out prompts are chosen with this seed, not the run's, so seeds compare on one set."""
@@ -67,13 +71,9 @@ def load_evaluation(cfg, models: PolicyModels, run: Run) -> HeldOutEvaluation | 
     prompt_ids, score_prompts = load_run_prompts(data, models.tokenizer, EVAL_PROMPT_SEED)
     scorer = None
     if cfg.eval.reward is not None:
-        m = cfg.model
-        scorer = load_scorer(cfg.eval.reward, template=m.reward_template,
-                             separator=m.reward_separator, append_eos=m.reward_append_eos,
-                             max_length=m.reward_max_length, length_option="model.reward_max_length",
-                             batch_size=max(8, cfg.train.batch_size), device=run.device)
-        if isinstance(scorer, RewardModelScorer):
-            scorer.model = run.prepare_frozen(scorer.model)
+        scorer = load_run_scorer(cfg.eval.reward, cfg.model, batch_size=cfg.train.batch_size,
+                                 device=run.device)
+        prepare_frozen_scorer(run, scorer)
     return HeldOutEvaluation(
         prompt_ids=prompt_ids, score_prompts=score_prompts, every=cfg.eval.every,
         patience=cfg.eval.alarm_patience, max_new_tokens=cfg.generate.max_new_tokens,

@@ -39,13 +39,20 @@ def load_policy_models(m: RLModelConfig, generate: GenerateConfig, *, seed: int,
     policy, tokenizer = load_policy(m.policy, disable_dropout=m.disable_dropout,
                                     trust_remote_code=m.trust_remote_code, seed=seed,
                                     quantize=quantize)
-    scorer = load_scorer(
-        m.reward, template=m.reward_template, separator=m.reward_separator,
-        append_eos=m.reward_append_eos, max_length=m.reward_max_length,
-        length_option="model.reward_max_length", batch_size=max(8, batch_size), device=device)
+    scorer = load_run_scorer(m.reward, m, batch_size=batch_size, device=device)
     return PolicyModels(policy=policy, reference=None, scorer=scorer, tokenizer=tokenizer,
                         stop_ids=stop_token_ids(tokenizer, generate.stop_token),
                         reward_stats=stored_score_stats(scorer))
+
+
+def load_run_scorer(spec: str, m: RLModelConfig, *, batch_size: int, device: torch.device):
+    """The scorer of `spec` (model.reward, or a second reward such as eval.reward): a reward
+    function, or a reward model reading text as the model.reward_* keys say, scoring batches
+    of max(8, train.batch_size)."""
+    return load_scorer(
+        spec, template=m.reward_template, separator=m.reward_separator,
+        append_eos=m.reward_append_eos, max_length=m.reward_max_length,
+        length_option="model.reward_max_length", batch_size=max(8, batch_size), device=device)
 
 
 def make_trainable(models: PolicyModels, *, lora, gradient_checkpointing: bool,
@@ -77,8 +84,13 @@ def prepare_frozen_models(run: Run, models: PolicyModels) -> None:
     policy equal to the reference (iteration 1), the KL is exactly 0 (`Run.prepare_frozen`)."""
     if models.reference is not None:
         models.reference = run.prepare_frozen(models.reference)
-    if isinstance(models.scorer, RewardModelScorer):
-        models.scorer.model = run.prepare_frozen(models.scorer.model)
+    prepare_frozen_scorer(run, models.scorer)
+
+
+def prepare_frozen_scorer(run: Run, scorer) -> None:
+    """A reward model's network at the run's forward precision (a function needs nothing)."""
+    if isinstance(scorer, RewardModelScorer):
+        scorer.model = run.prepare_frozen(scorer.model)
 
 
 def load_run_prompts(data: PromptDataConfig, tokenizer, seed: int) -> tuple[list, list[str]]:
