@@ -34,10 +34,10 @@ def fp16(monkeypatch):
     return accelerator
 
 
-def setup(accelerator):
+def setup(accelerator, fused: bool = False):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
     return model, accelerator.prepare_optimizer(optimizer), scheduler  # as the stages do
 
@@ -68,8 +68,12 @@ def step(accelerator, model, optimizer, scheduler, loss, is_finite):
                           max_grad_norm=1.0, loss=loss, is_finite=is_finite)
 
 
-def test_an_overflow_skips_the_step_lowers_the_scale_and_training_goes_on(fp16) -> None:
-    model, optimizer, scheduler = setup(fp16)
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach AdamW", "fused AdamW"])
+def test_an_overflow_skips_the_step_lowers_the_scale_and_training_goes_on(fp16, fused) -> None:
+    """Fused AdamW (what every stage uses) takes GradScaler's found-inf flag into its kernel,
+    so accelerate's `step_was_skipped` stays False: before the fix an H200 fp16 run halved
+    its scale at every step and counted no overflow."""
+    model, optimizer, scheduler = setup(fp16, fused)
     before = model.weight.detach().clone()
     loss = backward(fp16, model, plant=float("inf"))
     outcome, grad_norm = step(fp16, model, optimizer, scheduler, loss, stop_on_nonfinite)

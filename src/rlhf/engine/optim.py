@@ -81,7 +81,11 @@ def optimizer_step(accelerator, optimizer, scheduler, parameters, *, max_grad_no
             scaler.update()  # forget this step's unscale_ record, or the next step raises
         return SKIPPED, grad_norm
     optimizer.step()  # under fp16: GradScaler skips the update if it found an inf
-    outcome = OVERFLOW if getattr(optimizer, "step_was_skipped", False) else STEPPED
+    # accelerate's `step_was_skipped` misses the skip with fused AdamW, which GradScaler steps
+    # with its found-inf flag (the kernel skips the update): an H200 fp16 run halved its
+    # scale at every step and counted no overflow. The non-finite norm is the overflow.
+    skipped = overflow or getattr(optimizer, "step_was_skipped", False)
+    outcome = OVERFLOW if skipped else STEPPED
     if outcome == STEPPED:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
