@@ -44,6 +44,9 @@ bench: setup
 	$(BIN)/python benchmarks/ppo_scaling.py --iterations 2
 	$(BIN)/python benchmarks/optimizer_step.py
 	$(BIN)/python benchmarks/critic_free_vs_ppo.py --seeds 3
+	$(BIN)/python benchmarks/bf16_speed.py --rounds 3 --iterations 2
+	$(BIN)/python benchmarks/update_flops.py --new-tokens 32 --precision bf16
+	$(BIN)/python benchmarks/bf16_numerics.py
 
 # The same workloads through Hugging Face TRL, measured in the same run (BENCHMARKS.md). Not part
 # of `bench`: it installs TRL, into its own venvs benchmarks/.venv-trl-* (never into .venv), and

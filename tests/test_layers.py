@@ -17,7 +17,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "rlhf"
 LAYERS = [
     {"errors"},
-    {"algo", "config", "seeding"},
+    {"algo", "config", "seeding", "precision"},
     {"data"},
     {"builtin_models", "adapters", "planning"},
     {"models", "saving", "trainable"},

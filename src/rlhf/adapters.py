@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from rlhf.errors import UserError
+from rlhf.precision import matmul_weights_in_float32
 
 ADAPTER_CONFIG = "adapter_config.json"
 """The file peft writes into an adapter folder (and looks for when loading one)."""
@@ -149,7 +150,7 @@ def save_adapters(model: nn.Module, tokenizer, folder: Path, extra_config: dict)
 def merged_copy(model: nn.Module) -> nn.Module:
     """A plain transformers model with the adapters added into its weights (W + alpha/r B A);
     the trained model is left as it is."""
-    return copy.deepcopy(model).merge_and_unload()
+    return matmul_weights_in_float32(copy.deepcopy(model)).merge_and_unload()
 
 
 def is_adapter_folder(name_or_path: str) -> bool:

@@ -207,6 +207,20 @@ def load_policy(name_or_path: str, *, disable_dropout: bool = True,
     return use_fused_gelu(model), tokenizer
 
 
+def set_attention(model: nn.Module, implementation: str | None) -> nn.Module:
+    """`model` computing attention with `implementation` (a transformers `attn_implementation`
+    such as sdpa or eager; None keeps what it loaded with). Copies made afterwards (the
+    reference, a value model from the policy's config) inherit it."""
+    if implementation is None:
+        return model
+    try:
+        model.set_attn_implementation(implementation)
+    except (ValueError, ImportError) as error:
+        raise UserError(f"model.attention={implementation} cannot be used with "
+                        f"{type(model).__name__}: {first_line(error)}") from None
+    return model
+
+
 def _merged_adapters(loader, folder: str, **kwargs):
     """A model saved as LoRA adapters: its base loaded by `loader`, the adapters merged in,
     the folder's tokenizer and the `rlhf_*` keys of its config.json (how a reward model

@@ -130,6 +130,11 @@ def test_lora_drops_the_reference_copy_and_trains_adapters_only() -> None:
     assert value.weights == 4 * (990 + adapters + 8)
     saving = {phase.name: phase.bytes for phase in plan.phases}["saving"]
     assert saving == max(policy.weights, value.weights)  # the merged copy written at the end
+    half = memory_plan(replace(PPO, lora_r=2, precision="bf16"), Shapes(TINY, VALUE, None))
+    policy16, _, value16 = half.models  # the frozen base in half precision (Run.prepare_trained)
+    assert policy16.weights == a.frozen_weight_bytes(TINY, "bf16") + 4 * adapters
+    assert value16.weights == a.frozen_weight_bytes(VALUE, "bf16") + 4 * (adapters + 8)
+    assert {p.name: p.bytes for p in half.phases}["saving"] == saving  # merged in float32
     unmerged = memory_plan(replace(PPO, lora_r=2, lora_merge=False), Shapes(TINY, VALUE, None))
     assert "saving" not in {phase.name for phase in unmerged.phases}
 
@@ -202,3 +207,23 @@ def test_dpo_reference_on_the_fly_is_held_and_run_per_micro_batch() -> None:
     assert {phase.name: phase.bytes for phase in plan.phases}["reference forwards"] == forward
     free = memory_plan(replace(DPO, reference="none"), Shapes(TINY))
     assert [m.role for m in free.models] == ["policy"]
+
+
+def test_frozen_models_hold_linear_weights_in_half_precision() -> None:
+    assert a.frozen_weight_bytes(TINY, "fp32") == 4000
+    # 4 x 1000 - 2 x 1536 linear weights + a 2-byte copy of the 10 x 8 LM head
+    assert a.frozen_weight_bytes(TINY, "bf16") == 4000 - 2 * 1536 + 2 * 80
+    assert a.frozen_weight_bytes(VALUE, "fp16") == 4 * 990 - 2 * 1536  # no LM head
+
+
+def test_frozen_weight_bytes_match_a_model_stored_for_bf16() -> None:
+    from rlhf.models import load_policy
+    from rlhf.planning.shapes import shape_of
+    from rlhf.precision import store_matmul_weights_in
+
+    model = load_policy("builtin:tiny-gpt2", seed=0)[0]
+    shape = shape_of(model, "builtin:tiny-gpt2")
+    store_matmul_weights_in(model.requires_grad_(False), "bf16")
+    held = sum(p.numel() * p.element_size() for p in model.parameters())
+    biases = sum(layer.out_features for layer in shape.linears)  # counted at 4 bytes, not 2
+    assert a.frozen_weight_bytes(shape, "bf16") == held + 2 * biases

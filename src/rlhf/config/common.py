@@ -46,6 +46,11 @@ class RunConfig:
     """'auto' (bf16 on a GPU that supports it, else fp32), 'no', 'bf16' or 'fp16' (GPU only,
     with loss scaling: an overflow skips that step and is counted in train/overflow_steps).
     Every model of the run computes at it: trained, reference and reward models alike."""
+    keep_host_memory: bool = True
+    """On a CPU, keep host memory the run frees for its next step instead of returning it to
+    the system at once (glibc on Linux): fresh pages cost a page fault each, and a step
+    allocates the same large tensors again (a bf16 GPT-2-small PPO epoch: 2.97 s -> 1.95 s).
+    Memory freed after the peak stays with the process until it exits."""
     progress: bool = True
     """Show a progress bar with live metrics."""
     on_nonfinite: str = "stop"

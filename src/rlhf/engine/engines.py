@@ -134,7 +134,7 @@ def _check_fsdp2(accelerator, stage: str, config) -> None:
 def keep_float32_parameters(accelerator) -> None:
     """Under FSDP2 with mixed precision, keep the trained model's parameters in float32 and
     compute under autocast, as one process and DDP do, instead of the bf16/fp16 parameters
-    accelerate would give FSDP. Frozen models stay float32 under autocast (`Run.prepare_frozen`);
+    accelerate would give FSDP. Frozen models run under the same autocast (`Run.prepare_frozen`);
     with FSDP casting only the policy, the first KL to its equal reference was 5e-4 instead of
     0 (critic-free tiny, bf16). The price: all-gathers and gradient reductions in float32,
     twice the traffic of bf16 ones."""

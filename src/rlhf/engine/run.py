@@ -38,9 +38,11 @@ from rlhf.engine.engines import (
     materialise_from_main,
     whole_while_sampling,
 )
+from rlhf.engine.host_memory import keep_freed_host_memory
 from rlhf.engine.sinks import check_sinks_installed, make_trackers, start_trackers
 from rlhf.errors import NonFiniteError, StoppedBySignal, UserError, first_line
 from rlhf.planning import STAGE_NAMES, plan_lines
+from rlhf.precision import cpu_has_fast_bf16, store_matmul_weights_in
 
 LOG_FILES = ("metrics.jsonl", "samples.jsonl")
 """Per-step logs (JSON lines with a "step"): cut back to the checkpoint on resume."""
@@ -83,6 +85,14 @@ class Run:
                             "would silently train in float32; use bf16 or no")
         check_engine(self.accelerator, stage=stage, config=config)
         keep_float32_parameters(self.accelerator)
+        if self.accelerator.device.type == "cpu":
+            if run_config.keep_host_memory:
+                keep_freed_host_memory()
+            if self.accelerator.mixed_precision == "bf16" and not cpu_has_fast_bf16() \
+                    and self.accelerator.is_main_process:
+                print("[rlhf] run.mixed_precision=bf16 on a CPU without AMX or AVX512-BF16 "
+                      "units: bf16 is emulated there and not expected to be faster than "
+                      "float32 (run.mixed_precision=no)", flush=True)
         # Each process seeds every stream with seed + rank (rlhf.seeding).
         set_seed(run_config.seed + self.accelerator.process_index)
         self.stage = stage
@@ -117,7 +127,9 @@ class Run:
 
         A reference left in float32 beside a bf16-autocast policy made KL(policy || reference)
         at the first iteration, where the two are equal, range from -0.18 to +0.40 nats per
-        sequence at GPT-2 scale instead of 0.
+        sequence at GPT-2 scale instead of 0. Under bf16/fp16 the weights of its matrix
+        multiplies are stored in that dtype (`precision.store_matmul_weights_in`): the same
+        numbers as autocast's per-call casts, without the casts, in half the memory.
 
         Under FSDP it stays whole on every process (`engines.materialise_from_main` fills in
         the processes where loading left it on the meta device), and is put on the device
@@ -125,7 +137,21 @@ class Run:
         """
         model.eval().requires_grad_(False)
         model = materialise_from_main(model, self.accelerator)
+        model = store_matmul_weights_in(model, self.accelerator.mixed_precision)
         return self.accelerator.prepare_model(model, device_placement=True, evaluation_mode=True)
+
+    def prepare_trained(self, *objects):
+        """`accelerator.prepare` of the trained models and their optimizer. Under bf16/fp16 the
+        frozen matrix-multiply weights inside a trained model (a LoRA model's base and its tied
+        LM head) are first stored in that dtype, as a frozen model's are (`prepare_frozen`):
+        autocast caches only the casts of weights that train, so it would cast these again at
+        every call, every sampled token included. Not under FSDP, which shards parameters of
+        one dtype per unit."""
+        if not is_sharded(self.accelerator):
+            for model in objects:
+                if isinstance(model, torch.nn.Module):
+                    store_matmul_weights_in(model, self.accelerator.mixed_precision)
+        return self.accelerator.prepare(*objects)
 
     def trained_models_whole(self):
         """A context for a rollout: under FSDP2 the trained models' weights are gathered for

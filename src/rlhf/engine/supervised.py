@@ -51,7 +51,7 @@ def start_training(run: Run, model, train: BatchTrainConfig, n_examples: int) ->
     optimizer, scheduler = adamw_with_schedule(
         model.parameters(), learning_rate=train.learning_rate, weight_decay=train.weight_decay,
         scheduler=train.scheduler, warmup_ratio=train.warmup_ratio, total_steps=total_steps)
-    model, optimizer = run.accelerator.prepare(model, optimizer)
+    model, optimizer = run.prepare_trained(model, optimizer)
     training = Training(model=model, optimizer=optimizer, scheduler=scheduler, state=None,
                         total_steps=total_steps)
     training.state = run.start(**training.checkpointed)

@@ -15,8 +15,9 @@ from __future__ import annotations
 from rlhf.planning.shapes import ModelShape
 
 FLOAT32 = 4
-"""Bytes of a float32: weights, gradients and AdamW's state are float32 in every stage (mixed
-precision is autocast: float32 weights, half-precision matrix multiplies)."""
+"""Bytes of a float32: trained weights, gradients and AdamW's state are float32 in every stage
+(mixed precision is autocast: float32 weights, half-precision matrix multiplies); frozen
+models hold their linear layers in half precision (`frozen_weight_bytes`)."""
 
 ACTIVATION_WIDTHS = {"gpt2": (10, 2), "encoder": (8, 2), "decoder": (10, 2)}
 """(floats x d, floats x I) one layer keeps per token for the backward pass.
@@ -74,6 +75,18 @@ def weight_bytes(params: int) -> int:
     return FLOAT32 * params
 
 
+def frozen_weight_bytes(shape: ModelShape, precision: str) -> int:
+    """Weights of a model that only runs (a reference, a reward model). Under half precision
+    its linear layers are stored in 2 bytes per weight and its LM head gets a 2-byte copy
+    beside the float32 embedding table it is tied to (`precision`); biases and an
+    untied head's float32 copy are counted at float32, a small over-estimate. float32:
+    `weight_bytes`."""
+    if precision == "fp32":
+        return weight_bytes(shape.params)
+    head = shape.vocab * shape.hidden if shape.output_head else 0
+    return FLOAT32 * shape.params - 2 * shape.linear_params + 2 * head
+
+
 def quantized_weight_bytes(shape: ModelShape) -> int:
     """A 4-bit base: its linear layers in NF4, everything else (embeddings, norms, the output
     head) float32, as peft's prepare_model_for_kbit_training leaves them."""
@@ -119,10 +132,12 @@ def training_logit_bytes(shape: ModelShape, rows: int, positions: int) -> int:
     return LOGIT_COPIES_TRAINING * FLOAT32 * rows * positions * shape.vocab if positions else 0
 
 
-def autocast_weight_copies(shape: ModelShape, precision: str) -> int:
+def autocast_weight_copies(shape: ModelShape, precision: str, *,
+                           frozen_base: bool = False) -> int:
     """Half-precision copies of the linear weights that autocast makes and the backward pass
-    keeps (one per weight a gradient flows through; none at float32)."""
-    if precision == "fp32":
+    keeps (one per weight a gradient flows through; none at float32, and none for a LoRA
+    model's `frozen_base`, stored in half precision already: `frozen_weight_bytes`)."""
+    if precision == "fp32" or frozen_base:
         return 0
     head = shape.vocab * shape.hidden if shape.output_head else 0
     return 2 * (shape.linear_params + head)
@@ -130,7 +145,7 @@ def autocast_weight_copies(shape: ModelShape, precision: str) -> int:
 
 def layer_stack_bytes(shape: ModelShape, rows: int, seq_len: int, precision: str, *,
                       checkpointing: bool = False, lora_rank: int = 0,
-                      adapters_per_layer: float = 0.0) -> int:
+                      adapters_per_layer: float = 0.0, frozen_base: bool = False) -> int:
     """What the transformer layers keep for the backward pass over B x T tokens.
 
     Without checkpointing every layer keeps its tensors until the backward pass reaches it.
@@ -141,17 +156,19 @@ def layer_stack_bytes(shape: ModelShape, rows: int, seq_len: int, precision: str
                                    adapters_per_layer=adapters_per_layer)
     if checkpointing:
         return shape.layers * FLOAT32 * rows * seq_len * shape.hidden + layer
-    return shape.layers * layer + autocast_weight_copies(shape, precision)
+    return shape.layers * layer + autocast_weight_copies(shape, precision,
+                                                         frozen_base=frozen_base)
 
 
 def trained_forward_bytes(shape: ModelShape, rows: int, seq_len: int, logit_positions: int,
                           precision: str, *, checkpointing: bool = False, lora_rank: int = 0,
-                          adapters_per_layer: float = 0.0) -> int:
+                          adapters_per_layer: float = 0.0, frozen_base: bool = False) -> int:
     """Activation memory of one forward + backward over a micro-batch of B x T tokens: the
     layers' (`layer_stack_bytes`), the final norm's input, the hidden states the output head
     reads, and the logits' tensors."""
     layers = layer_stack_bytes(shape, rows, seq_len, precision, checkpointing=checkpointing,
-                               lora_rank=lora_rank, adapters_per_layer=adapters_per_layer)
+                               lora_rank=lora_rank, adapters_per_layer=adapters_per_layer,
+                               frozen_base=frozen_base)
     residual = FLOAT32 * rows * seq_len * shape.hidden
     head_input = FLOAT32 * rows * logit_positions * shape.hidden
     return (layers + residual + head_input

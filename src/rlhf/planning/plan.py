@@ -159,8 +159,8 @@ def memory_plan(workload: Workload, shapes: Shapes) -> MemoryPlan:
         models.append(reference)
         phases.append(phase)
     if workload.lora_r and workload.lora_merge:
-        largest = max(m.weights for m in models if m.trainable)
-        phases.append(Phase("saving", largest, "a merged copy of a LoRA model"))
+        largest = max(bytes_of.weight_bytes(m.params) for m in models if m.trainable)
+        phases.append(Phase("saving", largest, "a merged copy of a LoRA model, in float32"))
     gradients = sum(m.gradients for m in models)
     gradients += gradients if workload.processes > 1 else 0  # DDP's flat gradient buckets
     workspace = sum(m.workspace for m in models)
@@ -181,11 +181,14 @@ def memory_plan(workload: Workload, shapes: Shapes) -> MemoryPlan:
 
 def _trained(workload: Workload, shape: ModelShape, role: str, *, adapters: bool,
              logit_positions: int, forward: int, note: str = "") -> ModelMemory:
-    """A trained model: in full, or frozen (4-bit with QLoRA) with LoRA adapters."""
+    """A trained model: in full, or frozen (4-bit with QLoRA; under bf16/fp16 its linear
+    weights in half precision, `Run.prepare_trained`) with LoRA adapters."""
+    quantized = workload.quantize == "4bit"
+    frozen_base = adapters and not quantized and workload.precision != "fp32"
     if adapters:
         lora = lora_shape(shape, workload.lora_r, workload.lora_targets)
-        base = bytes_of.quantized_weight_bytes(shape) if workload.quantize == "4bit" \
-            else bytes_of.weight_bytes(shape.params)
+        base = bytes_of.quantized_weight_bytes(shape) if quantized \
+            else bytes_of.frozen_weight_bytes(shape, workload.precision)
         params, trainable = shape.params + lora.added, lora.trainable
         weights = base + bytes_of.weight_bytes(lora.added)
         per_layer = adapters_per_layer(lora, shape.layers)
@@ -194,7 +197,7 @@ def _trained(workload: Workload, shape: ModelShape, role: str, *, adapters: bool
         weights, per_layer = bytes_of.weight_bytes(shape.params), 0.0
     sizes = (shape, workload.micro_rows, workload.seq_len)
     options = {"checkpointing": workload.checkpointing, "adapters_per_layer": per_layer,
-               "lora_rank": workload.lora_r if adapters else 0}
+               "lora_rank": workload.lora_r if adapters else 0, "frozen_base": frozen_base}
     activations = bytes_of.trained_forward_bytes(*sizes, logit_positions, workload.precision,
                                                  **options)
     # With checkpointing the backward pass recomputes every layer's tensors once: the same
@@ -247,8 +250,9 @@ def _rl_models(workload: Workload, shapes: Shapes) -> list[ModelMemory]:
             models.append(ModelMemory("reference", policy.name, 0, 0, 0, forward=forward,
                                       note="the policy with its adapters off: no copy"))
         else:
-            models.append(ModelMemory("reference", policy.name, policy.params, 0,
-                                      bytes_of.weight_bytes(policy.params), forward=forward))
+            models.append(ModelMemory(
+                "reference", policy.name, policy.params, 0,
+                bytes_of.frozen_weight_bytes(policy, workload.precision), forward=forward))
     if shapes.value is not None and not workload.shared_value:
         forward = bytes_of.no_grad_forward_bytes(shapes.value, rows, workload.seq_len, 0,
                                                  workload.precision, keeps_hidden_states=True)
@@ -270,7 +274,7 @@ def _dpo_reference(workload: Workload, shape: ModelShape) -> tuple[ModelMemory, 
     forward = bytes_of.no_grad_forward_bytes(shape, rows, workload.seq_len,
                                              workload.logit_positions, workload.precision,
                                              logit_copies=2)
-    weights = 0 if workload.lora_r else bytes_of.weight_bytes(shape.params)
+    weights = 0 if workload.lora_r else bytes_of.frozen_weight_bytes(shape, workload.precision)
     if precompute:
         note = "log-probs computed once before training" + \
             ("" if workload.lora_r else ", then freed")
@@ -290,5 +294,6 @@ def _reward_model(workload: Workload, shape: ModelShape) -> ModelMemory:
     tokens = min(workload.seq_len + 4, limit)
     rows = min(workload.reward_rows or workload.rollout_rows, workload.rollout_rows)
     forward = bytes_of.no_grad_forward_bytes(shape, rows, tokens, 0, workload.precision)
-    return ModelMemory("reward", shape.name, shape.params, 0, bytes_of.weight_bytes(shape.params),
+    return ModelMemory("reward", shape.name, shape.params, 0,
+                       bytes_of.frozen_weight_bytes(shape, workload.precision),
                        forward=forward, note=f"reads <= {tokens} tokens")

@@ -12,7 +12,8 @@ from rlhf.adapters import AdaptersOff
 from rlhf.config import GenerateConfig, PromptDataConfig, RLModelConfig
 from rlhf.data.prompts import load_prompts
 from rlhf.engine.run import Run
-from rlhf.models import check_fits_positions, frozen_copy, load_policy
+from rlhf.models import check_fits_positions, frozen_copy, load_policy, set_attention
+from rlhf.precision import attention_for
 from rlhf.reward.scorers import RewardModelScorer, load_scorer, stored_score_stats
 from rlhf.rl.generation import stop_token_ids
 from rlhf.trainable import ready_to_train
@@ -33,16 +34,24 @@ class PolicyModels:
 
 
 def load_policy_models(m: RLModelConfig, generate: GenerateConfig, *, seed: int, batch_size: int,
-                       device: torch.device, quantize: str = "none") -> PolicyModels:
-    """The policy as loaded (no reference yet: `make_trainable` adds it) and the scorer of
-    `m.reward`."""
+                       device: torch.device, quantize: str = "none",
+                       attention: str | None = None) -> PolicyModels:
+    """The policy as loaded, with `attention` (`precision.attention_for`; no reference yet:
+    `make_trainable` adds it) and the scorer of `m.reward`."""
     policy, tokenizer = load_policy(m.policy, disable_dropout=m.disable_dropout,
                                     trust_remote_code=m.trust_remote_code, seed=seed,
                                     quantize=quantize)
+    set_attention(policy, attention)
     scorer = load_run_scorer(m.reward, m, batch_size=batch_size, device=device)
     return PolicyModels(policy=policy, reference=None, scorer=scorer, tokenizer=tokenizer,
                         stop_ids=stop_token_ids(tokenizer, generate.stop_token),
                         reward_stats=stored_score_stats(scorer))
+
+
+def run_attention(run: Run, m: RLModelConfig) -> str | None:
+    """The attention implementation `m.attention` resolves to on this run's device and
+    precision."""
+    return attention_for(m.attention, run.device.type, run.accelerator.mixed_precision)
 
 
 def load_run_scorer(spec: str, m: RLModelConfig, *, batch_size: int, device: torch.device):

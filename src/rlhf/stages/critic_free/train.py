@@ -43,6 +43,7 @@ from rlhf.rl.setup import (
     load_run_prompts,
     make_trainable,
     prepare_frozen_models,
+    run_attention,
 )
 from rlhf.stages.critic_free.advantages import (
     advantage_stats,
@@ -106,7 +107,8 @@ def start_critic_free(cfg: CriticFreeConfig) -> CriticFreeSession:
     _, per_minibatch, micro = cfg.batch_split(run.accelerator.num_processes)
     models = load_policy_models(cfg.model, cfg.generate, seed=cfg.run.seed,
                                 batch_size=cfg.train.batch_size * cfg.generate.num_samples,
-                                device=run.device, quantize=cfg.lora.quantize)
+                                device=run.device, quantize=cfg.lora.quantize,
+                                attention=run_attention(run, cfg.model))
     make_trainable(models, lora=cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
                    with_reference=cfg.algo.kl_penalty != "none", base_name=cfg.model.policy)
     check_lengths(cfg.data, cfg.generate, cfg.model.policy, models.policy)
@@ -120,7 +122,7 @@ def start_critic_free(cfg: CriticFreeConfig) -> CriticFreeSession:
         weight_decay=cfg.train.weight_decay, scheduler=cfg.train.scheduler,
         warmup_ratio=cfg.train.warmup_ratio,
         total_steps=schedule.iterations * cfg.algo.update_epochs * cfg.algo.num_minibatches)
-    policy, optimizer = run.accelerator.prepare(models.policy, optimizer)
+    policy, optimizer = run.prepare_trained(models.policy, optimizer)
     prepare_frozen_models(run, models)
     session = CriticFreeSession(
         cfg=cfg, run=run, models=models, policy=policy, optimizer=optimizer,

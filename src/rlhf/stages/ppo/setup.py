@@ -11,7 +11,7 @@ from rlhf.algo.kl import AdaptiveKLController, FixedKLController
 from rlhf.algo.rewards import ScoreTransform, gain_bias_for_unit_normal
 from rlhf.config import PPOConfig
 from rlhf.errors import UserError
-from rlhf.models import is_decoder_classifier
+from rlhf.models import is_decoder_classifier, set_attention
 from rlhf.rl.schedule import IterationSchedule
 from rlhf.rl.setup import PolicyModels, load_policy_models, make_trainable, prepare_frozen_models
 from rlhf.rl.setup import check_lengths as check_rl_lengths
@@ -34,15 +34,17 @@ class PPOModels(PolicyModels):
     value: torch.nn.Module
 
 
-def load_ppo_models(cfg: PPOConfig, device: torch.device) -> PPOModels:
+def load_ppo_models(cfg: PPOConfig, device: torch.device,
+                    attention: str | None = None) -> PPOModels:
     """Load the four models; the value model starts from the reward model or the policy (as
     loaded, before adapters), and each trained model gets adapters and checkpointing as
-    configured."""
+    configured. Policy, reference and value model compute attention with `attention`."""
     base = load_policy_models(cfg.model, cfg.generate, seed=cfg.run.seed,
                               batch_size=cfg.train.batch_size, device=device,
-                              quantize=cfg.lora.quantize)
+                              quantize=cfg.lora.quantize, attention=attention)
     shared = cfg.model.value == "shared"
-    value = None if shared else _value_model(cfg, base.policy, base.tokenizer, base.scorer)
+    value = None if shared else set_attention(
+        _value_model(cfg, base.policy, base.tokenizer, base.scorer), attention)
     make_trainable(base, lora=cfg.lora, gradient_checkpointing=cfg.train.gradient_checkpointing,
                    with_reference=True, base_name=cfg.model.policy)
     if shared:  # the value head sits on the policy's backbone: `value` is the policy

@@ -29,7 +29,7 @@ from rlhf.rl.iteration import (
     throughput,
 )
 from rlhf.rl.rollout import Texts, collect_in_chunks, gather_rows
-from rlhf.rl.setup import load_run_prompts
+from rlhf.rl.setup import load_run_prompts, run_attention
 from rlhf.stages.ppo.advantages import advantages_and_returns, per_token_kl
 from rlhf.stages.ppo.metrics import iteration_metrics
 from rlhf.stages.ppo.setup import (
@@ -115,7 +115,7 @@ def start_ppo(cfg: PPOConfig) -> PPOSession:
     newest checkpoint when asked), the KL controller and the score transform."""
     run = Run(cfg.run, cfg, stage="ppo")
     _, per_minibatch, micro = cfg.batch_split(run.accelerator.num_processes)
-    models = load_ppo_models(cfg, run.device)
+    models = load_ppo_models(cfg, run.device, run_attention(run, cfg.model))
     check_lengths(cfg, models)
     prompt_ids, score_prompts = load_run_prompts(cfg.data, models.tokenizer, cfg.run.seed)
     schedule = iteration_schedule(len(prompt_ids), cfg)
@@ -125,11 +125,10 @@ def start_ppo(cfg: PPOConfig) -> PPOSession:
         scheduler=cfg.train.scheduler, warmup_ratio=cfg.train.warmup_ratio,
         total_steps=schedule.iterations * cfg.ppo.ppo_epochs * cfg.ppo.num_minibatches)
     if models.value is models.policy:  # one network: prepared once
-        policy, optimizer = run.accelerator.prepare(models.policy, optimizer)
+        policy, optimizer = run.prepare_trained(models.policy, optimizer)
         value = policy
     else:
-        policy, value, optimizer = run.accelerator.prepare(models.policy, models.value,
-                                                           optimizer)
+        policy, value, optimizer = run.prepare_trained(models.policy, models.value, optimizer)
     prepare_frozen_models(run, models)
     ppo = PPOSession(
         cfg=cfg, run=run, models=models, policy=policy, value=value, optimizer=optimizer,
