@@ -5,7 +5,8 @@ Reward model: rlhf's `reward_update` against the newest `trl.RewardTrainer`. PPO
 it). Two more PPO comparisons run when named with --only: `ppo-lora` (rlhf with LoRA against
 trl 1.12's PPOTrainer with the same peft LoraConfig) and `ppo-value-head` (rlhf's shared-trunk
 value head, model.value=shared, against trl 0.11.4's PPOTrainer with its
-AutoModelForCausalLMWithValueHead). TRL is never a dependency of rlhf: it lives in its own
+AutoModelForCausalLMWithValueHead), and `ppo-bf16` (rlhf with run.mixed_precision=bf16 against
+trl 1.12's PPOTrainer with bf16=True). TRL is never a dependency of rlhf: it lives in its own
 virtual environments, benchmarks/.venv-trl-reward and benchmarks/.venv-trl-ppo, each pinned to
 the main venv's torch, transformers, accelerate, datasets and tokenizers (and peft), and
 benchmarks/.venv-trl-011 (trl 0.11.4 needs transformers 4.x: the main venv's torch and numpy,
@@ -15,6 +16,7 @@ transformers 4.46 and the libraries of its time).
     .venv/bin/python benchmarks/compare_trl.py           # the comparison (~1 h, 2 CPUs)
     .venv/bin/python benchmarks/compare_trl.py --quick   # tiny sizes, one repeat (smoke test)
     .venv/bin/python benchmarks/compare_trl.py --only ppo-lora ppo-value-head   # ~35 min
+    .venv/bin/python benchmarks/compare_trl.py --only ppo-bf16 --ppo-sizes gpt2-small
 
 Same workload on both sides: the model folders are built once here (fixed seed, random
 weights) and loaded by both; the reward data is tokenised once here (rlhf's sentence-pair
@@ -378,6 +380,9 @@ VARIANTS = {
     # name: (rlhf variant, TRL venv, TRL worker, TRL label, spec overrides)
     "ppo-lora": ("lora", "ppo", "ppo_trl.py", "trl 1.12 PPOTrainer + peft",
                  {"variant": "lora", "lora": LORA}),
+    # bf16 on both sides (issue 18): rlhf's run.mixed_precision=bf16, trl's bf16=True.
+    "ppo-bf16": ("separate", "ppo", "ppo_trl.py", "trl 1.12 PPOTrainer, bf16=True",
+                 {"bf16": True}),
     # Temperature 1: trl 0.11 computes log-probs from raw logits whatever the temperature.
     "ppo-value-head": ("shared", "trl011", "ppo_trl011.py", "trl 0.11.4 PPOTrainer (value head)",
                        {"variant": "shared", "temperature": 1.0, "ratio_threshold": 10.0}),
@@ -646,7 +651,7 @@ def parse_args() -> argparse.Namespace:
 
 
 NEEDS = {"reward": "reward", "reward-epoch": "reward", "ppo": "ppo", "ppo-lora": "ppo",
-         "ppo-value-head": "trl011"}  # the TRL venv each comparison runs in
+         "ppo-bf16": "ppo", "ppo-value-head": "trl011"}  # the TRL venv each comparison runs in
 
 
 def main() -> None:

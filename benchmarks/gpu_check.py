@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def main() -> None:
 
     transformers.utils.logging.disable_progress_bar()  # per-file load/save bars are noise
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/rlhf-gpu-check")
+    work = Path(tempfile.mkdtemp(prefix="rlhf-gpu-check-"))  # fresh: runs refuse old checkpoints
     started = time.time()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
     results = {"device": device, "torch": torch.__version__,

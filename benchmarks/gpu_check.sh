@@ -14,10 +14,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_out}"
 mkdir -p "$OUT"
+export PYTHONPATH=src HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 if compgen -G ".gpu-wheels/*.whl" > /dev/null; then
-    python -m pip install --quiet --no-deps .gpu-wheels/*.whl
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/rlhf-site .gpu-wheels/*.whl && export PYTHONPATH=src:/tmp/rlhf-site
 fi
-export PYTHONPATH=src HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
-timeout 240 python benchmarks/gpu_scale.py --out "$OUT" 2>&1 | tail -40
-timeout 240 python benchmarks/gpu_check.py --out "$OUT" 2>&1 | tail -40
+python3 -c "import torch, transformers, accelerate; print(torch.__version__, transformers.__version__, accelerate.__version__)" | tee -a "$OUT/gpu.txt"
+timeout 240 python3 benchmarks/gpu_scale.py --out "$OUT" > "$OUT/gpu_scale.log" 2>&1
+tail -25 "$OUT/gpu_scale.log"
+timeout 200 python3 benchmarks/gpu_check.py --out "$OUT" > "$OUT/gpu_check.log" 2>&1
+tail -25 "$OUT/gpu_check.log"

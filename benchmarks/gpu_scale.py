@@ -26,6 +26,7 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -126,6 +127,9 @@ def cases(args, work: Path) -> list[tuple[str, str, list[str], dict]]:
         ("grpo tiny config", "critic_free", ["algo.total_prompts=48"], None),
         ("ppo gpt2-small full", "ppo", [f"model.policy={small}", *shape],
          {"generate": n_small, "rollout": 3 * n_small, "update": 2 * n_small}),
+        ("ppo gpt2-small full fp32", "ppo", [f"model.policy={small}", *shape,
+                                             "run.mixed_precision=no"],
+         {"generate": n_small, "rollout": 3 * n_small, "update": 2 * n_small}),
         ("ppo gpt2-small lora r=16", "ppo", [f"model.policy={small}", *shape, "lora.r=16",
                                              "lora.merge=false"],
          {"generate": n_small, "rollout": 3 * n_small, "update": 2 * n_small}),
@@ -147,7 +151,7 @@ def main() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/rlhf-gpu-scale")
+    work = Path(tempfile.mkdtemp(prefix="rlhf-gpu-scale-"))  # fresh: runs refuse old checkpoints
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     results = {"device": device, "torch": torch.__version__, "cases": {}}
     for name, stage, overrides, sizes in cases(args, work):

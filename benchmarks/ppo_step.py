@@ -54,8 +54,10 @@ def make_models(folder: Path) -> tuple[Path, Path]:
     return folder / "policy", folder / "reward"
 
 
-def run_training(folder: Path, policy: Path, reward: Path, args) -> dict[str, float]:
-    """Median per-phase seconds of the timed iterations of a real train-ppo run."""
+def run_training(folder: Path, policy: Path, reward: Path, args,
+                 *overrides: str) -> dict[str, float]:
+    """Median per-phase seconds of the timed iterations of a real train-ppo run (one warm-up
+    iteration first); `overrides` are extra `key=value` settings."""
     from rlhf.config import PPOConfig, load_config
     from rlhf.stages.ppo.train import train_ppo
 
@@ -66,7 +68,8 @@ def run_training(folder: Path, policy: Path, reward: Path, args) -> dict[str, fl
         f"data.max_samples={8 * iterations}", f"model.policy={policy}", f"model.reward={reward}",
         "model.reward_template=pair", f"generate.max_new_tokens={args.new_tokens}",
         "generate.temperature=0.7", "ppo.ppo_epochs=4", "ppo.num_minibatches=1",
-        f"ppo.total_episodes={8 * iterations}", "train.batch_size=8", "samples_every=0"])
+        f"ppo.total_episodes={8 * iterations}", "train.batch_size=8", "samples_every=0",
+        *overrides])
     train_ppo(cfg)
     rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").open()][1:]
     keys = [k for k in rows[0] if k.startswith("time/")] + ["response/length"]

@@ -92,7 +92,8 @@ def main() -> None:
     output_dir = Path(spec["output_dir"]) / "run"
     cfg = load_config(PPOConfig, None, [
         f"run.output_dir={output_dir}", f"run.seed={spec['seed']}", "run.progress=false",
-        "run.save_every=0", "run.mixed_precision='no'",
+        "run.save_every=0",
+        f"run.mixed_precision={'bf16' if spec.get('bf16') else repr('no')}",
         f"data.path={prompts['path']}", "data.template=dolly",
         f"data.max_prompt_tokens={prompts['max_prompt_tokens']}",
         f"data.context_chars={prompts['context_chars']}", f"data.max_samples={batch}",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 
 from common import (
@@ -128,9 +129,16 @@ def main() -> None:
             gc_at_end.append(GC_SECONDS[0])
             rss.append(peak_rss_mb())
 
+    if spec.get("bf16"):
+        # trl 1.12's PPOTrainer builds its Accelerator without a mixed_precision argument and
+        # transformers 5 no longer exports bf16=True as ACCELERATE_MIXED_PRECISION, so bf16=True
+        # alone trains in float32 (measured: mixed_precision "no"). This is what `accelerate
+        # launch --mixed_precision bf16` sets; the spec's "trl_env_precision": false leaves it.
+        if spec.get("trl_env_precision", True):
+            os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
     config = PPOConfig(
         output_dir=spec["output_dir"], seed=spec["seed"], report_to="none", disable_tqdm=True,
-        save_strategy="no", eval_strategy="no", logging_steps=1, bf16=False, fp16=False,
+        save_strategy="no", eval_strategy="no", logging_steps=1, bf16=spec.get("bf16", False), fp16=False,
         gradient_checkpointing=False, use_cpu=True,
         learning_rate=spec["lr"], lr_scheduler_type="linear", weight_decay=0.0,
         per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_mini_batches=1,
