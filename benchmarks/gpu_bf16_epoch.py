@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ppo_step import ppo_epoch  # noqa: E402
 
 
 def models(attention: str, device: torch.device):
@@ -52,7 +56,6 @@ def seconds(call, device: torch.device, repeats: int) -> float:
 
 def workload(batch: int, attention: str, bf16: bool, device: torch.device):
     """(epoch, sample) callables for one setting."""
-    from rlhf.rl.forward import response_logprobs, response_values
     from rlhf.rl.generation import sample_responses
 
     policy, value, optimizer = models(attention, device)
@@ -67,12 +70,7 @@ def workload(batch: int, attention: str, bf16: bool, device: torch.device):
 
     def epoch() -> None:
         with autocast():
-            logprobs, _ = response_logprobs(policy, query, query_mask, response, mask, 0.7,
-                                            with_entropy=True)
-            values = response_values(value, query, query_mask, response, mask)
-        (logprobs.mean() + values.mean()).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            ppo_epoch(policy, value, optimizer, query, query_mask, response, mask)
 
     def sample() -> None:
         with torch.no_grad(), autocast():
