@@ -87,7 +87,7 @@ def main() -> None:
         bf16 = statistics.median(r[key] for r in runs["bf16"])
         print(f"| `{key}` | {fp32:.2f} | {bf16:.2f} | {fp32 / bf16:.2f}x |")
     fp32, bf16 = (max(r["peak_rss_gb"] for r in runs[name]) for name in PRECISIONS)
-    print(f"| peak RSS (GB, largest run) | {fp32:.2f} | {bf16:.2f} | {fp32 / bf16:.2f}x |")
+    print(f"| peak RSS (GiB, largest run) | {fp32:.2f} | {bf16:.2f} | {fp32 / bf16:.2f}x |")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "cpu_flags": cpu_flags(),
                                          "runs": runs}, indent=1))
