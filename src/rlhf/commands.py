@@ -11,8 +11,6 @@ import torch
 from accelerate import Accelerator
 
 from rlhf.algo.best_of_n import best_of_n, best_of_n_kl
-from rlhf.algo.masking import response_mask_after_stop
-from rlhf.data.batching import left_pad
 from rlhf.data.preferences import normalize_rows, subset
 from rlhf.data.prompts import load_prompts
 from rlhf.data.reward_text import tokenize_preferences
@@ -21,8 +19,8 @@ from rlhf.errors import UserError
 from rlhf.models import load_policy, load_reward_model
 from rlhf.reward.reading import reading_length, reward_model_reading
 from rlhf.reward.scorers import RewardModelScorer, load_scorer
-from rlhf.rl.generation import row_seed, sample_responses, stop_token_ids
-from rlhf.rl.rollout import decode_responses
+from rlhf.rl.generation import row_seed, stop_token_ids
+from rlhf.rl.rollout import sample_texts
 from rlhf.stages.reward import evaluate_reward
 
 
@@ -111,31 +109,15 @@ def generate_file(model_path: str, prompts_path: str, output_path: str, *, templ
             indices = range(start, min(start + per_chunk, len(prompt_ids)))
             rows = [prompt_ids[i] for i in indices for _ in range(best_of)]
             seeds = [candidate_seed(seed, i, j) for i in indices for j in range(best_of)]
-            texts = _sample_texts(model, tokenizer, rows, seeds, batch_size=batch_size,
-                                  max_new_tokens=max_new_tokens, temperature=temperature,
-                                  stops=stops)
+            texts = sample_texts(model, tokenizer, rows, seeds, batch_size=batch_size,
+                                 max_new_tokens=max_new_tokens, temperature=temperature,
+                                 stop_token_ids=stops)
             texts_of = [texts[k * best_of:(k + 1) * best_of] for k in range(len(indices))]
             for line in _output_lines([prompts.prompts[i] for i in indices], texts_of, scorer,
                                       totals, first_index=start, reward_model=reward_model,
                                       keep_candidates=keep_candidates):
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     return totals.result(len(prompt_ids), scored=scorer is not None)
-
-
-def _sample_texts(model, tokenizer, rows: list[list[int]], seeds: list[int], *, batch_size: int,
-                  max_new_tokens: int, temperature: float, stops: list[int]) -> list[str]:
-    """One sampled response text per row of prompt ids, `batch_size` rows at a time; row i
-    draws its noise from `seeds[i]` alone (`sample_responses`)."""
-    texts = []
-    for start in range(0, len(rows), batch_size):
-        query_ids, query_mask = left_pad(rows[start:start + batch_size], tokenizer.pad_token_id)
-        responses = sample_responses(model, query_ids, query_mask,
-                                     max_new_tokens=max_new_tokens, temperature=temperature,
-                                     stop_token_ids=stops, pad_id=tokenizer.pad_token_id,
-                                     row_seeds=seeds[start:start + batch_size])
-        texts += decode_responses(tokenizer, responses,
-                                  response_mask_after_stop(responses, stops), stops)
-    return texts
 
 
 class _ScoreTotals:

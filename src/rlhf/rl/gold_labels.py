@@ -26,14 +26,12 @@ from collections.abc import Callable
 import torch
 
 from rlhf.algo.bradley_terry import preference_probability, sample_preferences
-from rlhf.algo.masking import response_mask_after_stop
-from rlhf.data.batching import left_pad
 from rlhf.data.prompts import load_prompts
 from rlhf.errors import UserError
 from rlhf.models import load_policy
 from rlhf.reward.scorers import FunctionScorer, load_scorer
-from rlhf.rl.generation import row_seed, sample_responses, stop_token_ids
-from rlhf.rl.rollout import decode_responses
+from rlhf.rl.generation import row_seed, stop_token_ids
+from rlhf.rl.rollout import sample_texts
 
 MAX_DRAWS_PER_PAIR = 4
 DEFAULT_REWARD = "rlhf.reward.gold:gold_descriptiveness"
@@ -88,15 +86,8 @@ def sample_pair_texts(policy, tokenizer, prompt_ids: list[list[int]], indices: r
     answers prompt i mod len(prompt_ids), its samples seeded by (seed, "gold-pair", i, k)."""
     rows = [prompt_ids[index % len(prompt_ids)] for index in indices for _ in range(2)]
     seeds = [row_seed(seed, "gold-pair", index, k) for index in indices for k in range(2)]
-    query_ids, query_mask = left_pad(rows, tokenizer.pad_token_id)
-    device = next(policy.parameters()).device
-    stops = stop_token_ids(tokenizer, None)
-    responses = sample_responses(policy, query_ids.to(device), query_mask.to(device),
-                                 max_new_tokens=max_new_tokens, temperature=temperature,
-                                 stop_token_ids=stops, pad_id=tokenizer.pad_token_id,
-                                 row_seeds=seeds)  # (2P, R)
-    texts = decode_responses(tokenizer, responses.cpu(),
-                             response_mask_after_stop(responses, stops).cpu(), stops)
+    texts = sample_texts(policy, tokenizer, rows, seeds, max_new_tokens=max_new_tokens,
+                         temperature=temperature, stop_token_ids=stop_token_ids(tokenizer, None))
     return list(zip(texts[0::2], texts[1::2], strict=True))
 
 

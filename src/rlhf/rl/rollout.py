@@ -39,6 +39,27 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
 
 
 @torch.no_grad()
+def sample_texts(model, tokenizer, rows: list[list[int]], seeds: Sequence[int], *,
+                 max_new_tokens: int, temperature: float, stop_token_ids: Sequence[int],
+                 batch_size: int | None = None) -> list[str]:
+    """One sampled response text (up to its first stop token) per row of prompt ids, on the
+    model's device, `batch_size` rows at a time (all at once when None); row i draws its noise
+    from `seeds[i]` alone (`sample_responses`), so the texts do not depend on the batching."""
+    device = next(model.parameters()).device
+    batch_size = batch_size or len(rows)
+    texts: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        query_ids, query_mask = left_pad(rows[start:start + batch_size], tokenizer.pad_token_id)
+        responses = sample_responses(
+            model, query_ids.to(device), query_mask.to(device), max_new_tokens=max_new_tokens,
+            temperature=temperature, stop_token_ids=stop_token_ids,
+            pad_id=tokenizer.pad_token_id, row_seeds=seeds[start:start + batch_size])  # (B, R)
+        mask = response_mask_after_stop(responses, list(stop_token_ids))
+        texts += decode_responses(tokenizer, responses.cpu(), mask.cpu(), stop_token_ids)
+    return texts
+
+
+@torch.no_grad()
 def collect_rollout(policy, reference, value_model, scorer: Callable, *, query_ids, query_mask,
                     score_prompts: list[str], tokenizer, max_new_tokens: int | Sequence[int],
                     temperature: float,
