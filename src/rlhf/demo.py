@@ -41,7 +41,7 @@ from rlhf.models import load_policy
 from rlhf.report import report_run, write_report
 from rlhf.reward.gold import gold_descriptiveness
 from rlhf.reward.scorers import RewardModelScorer
-from rlhf.rl.compare import PolicyComparison, compare_policies
+from rlhf.rl.compare import PolicyComparison, compare_policies, gain_over_reference
 from rlhf.rl.generation import stop_token_ids
 from rlhf.rl.gold_labels import label_pairs_file
 from rlhf.stages.dpo.train import train_dpo
@@ -249,13 +249,8 @@ def _summary(comparison: PolicyComparison, gold_before: list[float],
              gold_after: list[float]) -> dict[str, float]:
     """The proxy's summary (score_*: the reward model PPO optimised), the gold reward's gain
     in the SFT answers' gold std, and the share of distinct answers."""
-    before, after = torch.tensor(gold_before), torch.tensor(gold_after)
-    std = float(before.std()) if len(before) > 1 else 0.0
-    gain = float(after.mean() - before.mean())
-    return comparison.summary() | {
-        "gold_reference_mean": float(before.mean()), "gold_reference_std": std,
-        "gold_policy_mean": float(after.mean()), "gold_gain": gain,
-        "gold_gain_in_reference_std": gain / max(std, 1e-8),
+    gold = gain_over_reference(torch.tensor(gold_before), torch.tensor(gold_after))
+    return comparison.summary() | {f"gold_{key}": value for key, value in gold.items()} | {
         "distinct_fraction": len(set(comparison.policy_responses)) / len(gold_after)}
 
 

@@ -28,14 +28,23 @@ class PolicyComparison:
     """(P,) real response tokens of the trained policy."""
 
     def summary(self) -> dict[str, float]:
-        std = float(self.reference_scores.std()) if len(self.reference_scores) > 1 else 0.0
-        gain = float(self.policy_scores.mean() - self.reference_scores.mean())
-        return {"reference_score_mean": float(self.reference_scores.mean()),
-                "reference_score_std": std,
-                "policy_score_mean": float(self.policy_scores.mean()),
-                "score_gain": gain, "score_gain_in_reference_std": gain / max(std, 1e-8),
+        gain = gain_over_reference(self.reference_scores, self.policy_scores)
+        return {"reference_score_mean": gain["reference_mean"],
+                "reference_score_std": gain["reference_std"],
+                "policy_score_mean": gain["policy_mean"], "score_gain": gain["gain"],
+                "score_gain_in_reference_std": gain["gain_in_reference_std"],
                 "kl_mean": float(self.policy_kl.mean()),
                 "policy_length_mean": float(self.policy_lengths.float().mean())}
+
+
+def gain_over_reference(reference: torch.Tensor, policy: torch.Tensor) -> dict[str, float]:
+    """How far the policy's mean score rose above the reference's, also in the reference's
+    std (0 std with one score; the ratio's floor keeps it finite)."""
+    std = float(reference.std()) if len(reference) > 1 else 0.0
+    gain = float(policy.mean() - reference.mean())
+    return {"reference_mean": float(reference.mean()), "reference_std": std,
+            "policy_mean": float(policy.mean()), "gain": gain,
+            "gain_in_reference_std": gain / max(std, 1e-8)}
 
 
 @torch.no_grad()
