@@ -39,6 +39,14 @@ def _autocast_multiplies(module: nn.Module) -> bool:
         "transformers.")
 
 
+def _matmul_tensors(model: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    """(module, 'weight' or 'bias', tensor) of every autocast matrix multiply in `model`,
+    listed before any is replaced."""
+    return [(module, name, getattr(module, name)) for module in model.modules()
+            if _autocast_multiplies(module) for name in ("weight", "bias")
+            if getattr(module, name, None) is not None]
+
+
 def store_matmul_weights_in(model: nn.Module, precision: str) -> nn.Module:
     """`model` with the frozen float32 weights and biases of its autocast matrix multiplies
     stored in `precision`'s dtype ('bf16' or 'fp16'; 'no' changes nothing): all of a frozen
@@ -52,13 +60,8 @@ def store_matmul_weights_in(model: nn.Module, precision: str) -> nn.Module:
     dtype = AUTOCAST_DTYPES.get(precision)
     if dtype is None:
         return model
-    for module in model.modules():
-        if not _autocast_multiplies(module):
-            continue
-        for name in ("weight", "bias"):
-            tensor = getattr(module, name, None)
-            if tensor is None or tensor.dtype != torch.float32 or tensor.requires_grad:
-                continue
+    for module, name, tensor in _matmul_tensors(model):
+        if tensor.dtype == torch.float32 and not tensor.requires_grad:
             # A new Parameter, not an in-place cast: a tied embedding keeps its float32 table.
             setattr(module, name, nn.Parameter(tensor.detach().to(dtype), requires_grad=False))
     return model
@@ -68,13 +71,10 @@ def matmul_weights_in_float32(model: nn.Module) -> nn.Module:
     """Undo `store_matmul_weights_in` on `model` (a copy about to be merged and saved): its
     half-precision linear weights back in float32, the rounded values autocast trained
     against, and a tied LM head tied again to its float32 embedding table."""
-    for module in model.modules():
-        if _autocast_multiplies(module):
-            for name in ("weight", "bias"):
-                tensor = getattr(module, name, None)
-                if tensor is not None and tensor.dtype in AUTOCAST_DTYPES.values():
-                    setattr(module, name, nn.Parameter(tensor.detach().float(),
-                                                       requires_grad=tensor.requires_grad))
+    for module, name, tensor in _matmul_tensors(model):
+        if tensor.dtype in AUTOCAST_DTYPES.values():
+            setattr(module, name, nn.Parameter(tensor.detach().float(),
+                                               requires_grad=tensor.requires_grad))
     for inner in model.modules():  # the transformers model inside any wrapper
         if getattr(getattr(inner, "config", None), "tie_word_embeddings", False) and hasattr(
                 inner, "get_output_embeddings") and inner.get_output_embeddings() is not None:
